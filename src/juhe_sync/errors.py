@@ -1,0 +1,47 @@
+"""Errors that carry an HTTP status and a documented error code, and the one builder of error bodies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApiError(Exception):
+    """An error a client should see as ``{"success": false, "error", "code"}``."""
+
+    status: int = 500
+    code: str = "INTERNAL_ERROR"
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
+
+
+class InvalidParams(ApiError):
+    status = 400
+    code = "INVALID_PARAMS"
+
+
+class NotFound(ApiError):
+    status = 404
+    code = "NOT_FOUND"
+
+
+class MethodNotAllowed(ApiError):
+    status = 405
+    code = "METHOD_NOT_ALLOWED"
+
+
+class StorageError(ApiError):
+    """The store could not durably commit; nothing was acknowledged, so the sender retries."""
+
+    status = 500
+    code = "STORAGE_ERROR"
+
+
+def error_body(message: str, code: str) -> dict[str, Any]:
+    """The documented error body. Every error response of juhe-sync is built here."""
+    return {"success": False, "error": message, "code": code}

@@ -1,0 +1,1 @@
+"""Pure parsing and normalising of juhebot callbacks (no I/O)."""

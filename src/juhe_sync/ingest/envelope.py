@@ -1,0 +1,95 @@
+"""Callback envelopes (JUHEBOT.md §13.2 rules 1-3): raw body -> one validated :class:`Event`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from juhe_sync.errors import InvalidParams
+
+NEW_MSG = 11010
+BATCH_NEW_MSG = 11013
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    guid: str
+    notify_type: int
+    data: Any
+    #: sha256 of the canonical JSON of the event: the same event in any wrapper has the same key.
+    key: bytes
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def decode_json(raw: bytes | str) -> Any:
+    """Strict JSON: UTF-8 only, no NaN/Infinity; ints of any size stay exact."""
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8")
+    return json.loads(raw, parse_constant=_reject_constant)
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def event_key(event: dict[str, Any]) -> bytes:
+    return hashlib.sha256(canonical_json(event).encode("utf-8")).digest()
+
+
+def parse_body(raw: bytes | str) -> Event:
+    """Decode and validate a callback body. Raises :class:`InvalidParams` for anything unprocessable."""
+    try:
+        body = decode_json(raw)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidParams(f"Body is not valid JSON: {exc}") from None
+    return parse_envelope(body)
+
+
+def parse_envelope(body: Any) -> Event:
+    if not isinstance(body, dict):
+        raise InvalidParams("Callback body must be a JSON object")
+    event = _unwrap(body)
+    guid = event.get("guid")
+    if guid is None or guid == "":
+        guid = body.get("guid")
+    if not isinstance(guid, str) or not guid.strip():
+        raise InvalidParams("guid must be a non-empty string")
+    notify_type = _notify_type(event.get("notify_type"))
+    data = event.get("data")
+    if notify_type == NEW_MSG and not isinstance(data, dict):
+        raise InvalidParams("data of a 11010 callback must be an object")
+    if notify_type == BATCH_NEW_MSG and not isinstance(data, list | dict):
+        raise InvalidParams("data of a 11013 callback must be a list of messages")
+    return Event(guid=guid.strip(), notify_type=notify_type, data=data, key=event_key(event))
+
+
+def _unwrap(body: dict[str, Any]) -> dict[str, Any]:
+    if "notify_type" in body:
+        return body
+    if "event" in body:
+        inner = body["event"]
+        if isinstance(inner, str):
+            try:
+                inner = decode_json(inner)
+            except (ValueError, RecursionError):
+                raise InvalidParams("event is a string that is not valid JSON") from None
+        if not isinstance(inner, dict):
+            raise InvalidParams("event must be an object or a JSON string of one")
+        return inner
+    inner = body.get("data")
+    if isinstance(inner, dict) and "notify_type" in inner:
+        return inner
+    raise InvalidParams("Not a callback: no notify_type in the body, event or data")
+
+
+def _notify_type(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isdigit() and value.strip().isascii():
+        return int(value.strip())
+    raise InvalidParams("notify_type must be an integer")

@@ -1,0 +1,323 @@
+"""Normalising an :class:`~juhe_sync.ingest.envelope.Event` into storable records (JUHEBOT.md §13.2).
+
+Everything here is a pure function of (event, the device's account id, receipt time), so that
+``juhe-sync replay`` reproduces exactly what live ingestion did, or what a fixed parser does now.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from juhe_sync.ingest import msgtypes
+from juhe_sync.ingest.envelope import BATCH_NEW_MSG, NEW_MSG, Event, canonical_json
+from juhe_sync.ingest.ids import clean_text, contact_type, int_or_none, norm_id
+
+Direction = Literal["inbound", "outbound"]
+
+#: Latest second a ``sendtime`` may name (9999-12-31T23:59:59Z); later values are not seconds.
+_MAX_SECONDS = 253_402_300_799
+
+
+@dataclass(slots=True)
+class MessageRecord:
+    dedup_key: str
+    msg_id: str | None
+    seq: str | None
+    appinfo: str | None
+    conversation: str
+    room_id: str | None
+    sender: str
+    receiver: str | None
+    sender_name: str | None
+    direction: Direction
+    msg_type: int | None
+    type: str
+    content: str
+    #: The text keyword search sees: the content of text-like messages, else ``None``.
+    search_text: str | None
+    sendtime: int
+    flag: int
+    send_flag: int
+    content_type: int | None
+    at_list: list[str]
+    quote_content: str | None
+    quote_appinfo: str | None
+
+
+@dataclass(slots=True)
+class ContactSeen:
+    user_id: str
+    name: str | None
+    #: ``sendtime`` of the message the name came from: the newest name wins, whatever the order.
+    seen_at: int
+    type: str
+
+
+@dataclass(slots=True)
+class DeviceUpdate:
+    state: Literal["online", "offline", "logging_in", "error", "verify"]
+    account_id: str | None = None
+    account_name: str | None = None
+    corp_id: str | None = None
+    avatar: str | None = None
+
+
+@dataclass(slots=True)
+class Effects:
+    messages: list[MessageRecord] = field(default_factory=list)
+    revokes: list[str] = field(default_factory=list)
+    contacts: list[ContactSeen] = field(default_factory=list)
+    rooms: list[str] = field(default_factory=list)
+    device: DeviceUpdate | None = None
+    #: Pulls this event asks for ("contacts", "room:<id>", "rooms", "full"); acted on by pull sync.
+    pulls: list[str] = field(default_factory=list)
+    skipped: int = 0
+
+
+def normalize_event(event: Event, account: str | None, received_at: int) -> Effects:
+    handler = _HANDLERS.get(event.notify_type, _other)
+    effects = Effects()
+    handler(event, account, received_at, effects)
+    return effects
+
+
+# --- message events ------------------------------------------------------------------------
+
+
+def _new_message(event: Event, account: str | None, received_at: int, out: Effects) -> None:
+    _add_message(event.data, account, received_at, out)
+
+
+def _batch(event: Event, account: str | None, received_at: int, out: Effects) -> None:
+    items = event.data if isinstance(event.data, list) else [event.data]
+    for item in items:
+        if isinstance(item, dict):
+            _add_message(item, account, received_at, out)
+        else:
+            out.skipped += 1
+
+
+def _add_message(data: dict[str, Any], account: str | None, received_at: int, out: Effects) -> None:
+    msg_type = int_or_none(data.get("msg_type"))
+    referid = norm_id(data.get("referid"))
+    if referid is not None:
+        # A subsidiary record changes an earlier message; it is never a chat message itself.
+        if msg_type == msgtypes.REVOKE:
+            out.revokes.append(referid)
+        return
+    record = normalize_message(data, account, received_at)
+    if record is None:
+        out.skipped += 1
+        return
+    out.messages.append(record)
+    if record.room_id is not None:
+        out.rooms.append(record.room_id)
+    if record.direction == "inbound":
+        out.contacts.append(
+            ContactSeen(record.sender, record.sender_name, record.sendtime, contact_type(record.sender))
+        )
+    if record.room_id is None:
+        peer = record.conversation[2:]
+        if peer != record.sender:
+            out.contacts.append(ContactSeen(peer, None, record.sendtime, contact_type(peer)))
+
+
+def normalize_message(data: dict[str, Any], account: str | None, received_at: int) -> MessageRecord | None:
+    """One message object -> a record, or ``None`` when its conversation cannot be determined."""
+    sender = norm_id(data.get("sender"))
+    if sender is None:
+        return None
+    receiver = norm_id(data.get("receiver"))
+    room_id = norm_id(data.get("roomid"))
+    send_flag = int_or_none(data.get("send_flag")) or 0
+    direction: Direction
+    if room_id is not None:
+        conversation = "R:" + room_id
+        if account is not None:
+            direction = "outbound" if sender == account else "inbound"
+        else:
+            direction = "outbound" if send_flag == 1 else "inbound"
+    else:
+        if account is not None:
+            if sender == account:
+                direction, peer = "outbound", receiver
+            elif receiver == account:
+                direction, peer = "inbound", sender
+            else:
+                return None
+        elif send_flag == 1:
+            direction, peer = "outbound", receiver
+        else:
+            direction, peer = "inbound", sender
+        if peer is None:
+            return None
+        conversation = "S:" + peer
+
+    msg_type = int_or_none(data.get("msg_type"))
+    content = _content(data.get("content"), msg_type)
+    msg_id = norm_id(data.get("id"))
+    seq = norm_id(data.get("seq"))
+    appinfo = _text(data.get("appinfo"))
+    return MessageRecord(
+        dedup_key=message_key(appinfo, msg_id, seq, data),
+        msg_id=msg_id,
+        seq=seq,
+        appinfo=appinfo,
+        conversation=conversation,
+        room_id=room_id,
+        sender=sender,
+        receiver=receiver,
+        sender_name=_text(data.get("sender_name")),
+        direction=direction,
+        msg_type=msg_type,
+        type=msgtypes.type_name(msg_type),
+        content=content,
+        search_text=content if msg_type in msgtypes.TEXT_LIKE else None,
+        sendtime=_sendtime(data.get("sendtime"), received_at),
+        flag=int_or_none(data.get("flag")) or 0,
+        send_flag=send_flag,
+        content_type=int_or_none(data.get("content_type")),
+        at_list=_at_list(data.get("at_list")),
+        quote_content=_text(data.get("quote_content")),
+        quote_appinfo=_text(data.get("quote_appinfo")),
+    )
+
+
+def message_key(appinfo: str | None, msg_id: str | None, seq: str | None, data: Any) -> str:
+    """Per-device dedup key (JUHEBOT.md §11): appinfo, else id, else seq, else a content hash."""
+    if appinfo:
+        return appinfo
+    if msg_id:
+        return "id:" + msg_id
+    if seq:
+        return "seq:" + seq
+    return "h:" + hashlib.sha256(canonical_json(data).encode("utf-8")).hexdigest()
+
+
+def _content(value: Any, msg_type: int | None) -> str:
+    return clean_text(_raw_content(value, msg_type))
+
+
+def _raw_content(value: Any, msg_type: int | None) -> str:
+    if value is None:
+        return ""
+    if msg_type == msgtypes.TEXT and isinstance(value, str):
+        return _unwrap_text(value)
+    if isinstance(value, str):
+        return value
+    if msg_type == msgtypes.TEXT and isinstance(value, dict):
+        inner = value.get("msg", value.get("text"))
+        if isinstance(inner, str):
+            return inner
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _unwrap_text(value: str) -> str:
+    stripped = value.strip()
+    if not (stripped.startswith("{") and stripped.endswith("}")):
+        return value
+    try:
+        parsed = json.loads(stripped)
+    except (ValueError, RecursionError):
+        return value
+    if isinstance(parsed, dict):
+        for key in ("msg", "text"):
+            if isinstance(parsed.get(key), str):
+                return parsed[key]
+    return value
+
+
+def _sendtime(value: Any, received_at: int) -> int:
+    seconds = int_or_none(value)
+    if seconds is None or seconds < 0:
+        return received_at
+    if seconds > _MAX_SECONDS:
+        # Milliseconds are not the documented unit, but a value this large cannot be seconds.
+        seconds //= 1000
+        if seconds > _MAX_SECONDS:
+            return received_at
+    return seconds
+
+
+def _at_list(value: Any) -> list[str]:
+    if isinstance(value, str):
+        items: list[Any] = [part for part in value.split(",") if part.strip()]
+    elif isinstance(value, list):
+        items = value
+    else:
+        return []
+    out = []
+    for item in items:
+        if isinstance(item, bool):
+            continue
+        if isinstance(item, int | str):
+            out.append(clean_text(str(item).strip()))
+    return out
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+# --- everything else ------------------------------------------------------------------------
+
+
+def _login(event: Event, account: str | None, received_at: int, out: Effects) -> None:
+    data = event.data if isinstance(event.data, dict) else {}
+    out.device = DeviceUpdate(
+        state="online",
+        account_id=norm_id(data.get("user_id")),
+        account_name=_text(data.get("name")) or _text(data.get("real_name")),
+        corp_id=norm_id(data.get("corp_id")),
+        avatar=_text(data.get("avatar")),
+    )
+    out.pulls.append("full")
+
+
+def _state(state: Any, *pulls: str) -> Callable[[Event, str | None, int, Effects], None]:
+    def handler(event: Event, account: str | None, received_at: int, out: Effects) -> None:
+        if state is not None:
+            out.device = DeviceUpdate(state=state)
+        out.pulls.extend(pulls)
+
+    return handler
+
+
+def _room_change(event: Event, account: str | None, received_at: int, out: Effects) -> None:
+    # The payloads of room events are undocumented: treat them as "go pull", reading an id if any.
+    data = event.data if isinstance(event.data, dict) else {}
+    room_id = norm_id(data.get("roomid", data.get("room_id")))
+    out.pulls.append(f"room:{room_id}" if room_id else "rooms")
+
+
+def _other(event: Event, account: str | None, received_at: int, out: Effects) -> None:
+    """Unknown and ignorable types are journalled and otherwise left alone."""
+
+
+_HANDLERS: dict[int, Callable[[Event, str | None, int, Effects], None]] = {
+    NEW_MSG: _new_message,
+    BATCH_NEW_MSG: _batch,
+    11001: _state("online"),
+    11002: _state("logging_in"),
+    11003: _login,
+    11004: _state("offline"),
+    11005: _state("online"),
+    11006: _state("error"),
+    11007: _state("offline"),
+    11008: _state("offline"),
+    11009: _state(None, "contacts"),
+    11011: _state("offline"),
+    11012: _state("verify"),
+    2131: _state(None, "contacts"),
+    **{nt: _room_change for nt in (1001, 1002, 1003, 1004, 1005, 1006, 1023, 2118)},
+}

@@ -1,0 +1,138 @@
+"""Schema migrations for every backend, declared in one place and applied in order.
+
+Each migration is a version, a name and the statements per dialect. Every table is keyed by the
+device first, so that a PostgreSQL deployment can partition or distribute by device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sqlite: tuple[str, ...]
+    postgresql: tuple[str, ...]
+
+
+_CORE_COMMON = (
+    """CREATE TABLE devices (
+        id {pk},
+        guid TEXT NOT NULL UNIQUE,
+        state TEXT NOT NULL DEFAULT 'unknown',
+        account_id TEXT,
+        account_name TEXT,
+        corp_id TEXT,
+        avatar TEXT,
+        last_callback_time TEXT,
+        last_sync_time TEXT,
+        last_error TEXT,
+        contacts_count BIGINT NOT NULL DEFAULT 0,
+        rooms_count BIGINT NOT NULL DEFAULT 0,
+        messages_count BIGINT NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL
+    )""",
+    """CREATE TABLE journal (
+        id {pk},
+        device_id BIGINT NOT NULL,
+        event_key {blob} NOT NULL UNIQUE,
+        notify_type BIGINT NOT NULL,
+        received_at BIGINT NOT NULL,
+        body TEXT NOT NULL,
+        status TEXT NOT NULL,
+        error TEXT
+    )""",
+    "CREATE INDEX journal_device ON journal (device_id, id)",
+    "CREATE INDEX journal_failed ON journal (status) WHERE status <> 'ok'",
+    """CREATE TABLE contacts (
+        device_id BIGINT NOT NULL,
+        user_id TEXT NOT NULL,
+        name TEXT,
+        remark TEXT,
+        avatar TEXT,
+        type TEXT NOT NULL,
+        corp_id TEXT,
+        source TEXT NOT NULL,
+        name_seen_at BIGINT,
+        deleted SMALLINT NOT NULL DEFAULT 0,
+        extra TEXT,
+        PRIMARY KEY (device_id, user_id)
+    )""",
+    """CREATE TABLE rooms (
+        device_id BIGINT NOT NULL,
+        room_id TEXT NOT NULL,
+        name TEXT,
+        owner TEXT,
+        member_count BIGINT,
+        avatar TEXT,
+        version BIGINT,
+        dismissed SMALLINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (device_id, room_id)
+    )""",
+    """CREATE TABLE conversations (
+        id {pk},
+        device_id BIGINT NOT NULL,
+        conv_key TEXT NOT NULL,
+        message_count BIGINT NOT NULL DEFAULT 0,
+        last_message_id BIGINT,
+        UNIQUE (device_id, conv_key)
+    )""",
+    """CREATE TABLE messages (
+        id {ipk},
+        device_id BIGINT NOT NULL,
+        conversation_id BIGINT NOT NULL,
+        dedup_key TEXT NOT NULL,
+        msg_id TEXT,
+        seq TEXT,
+        appinfo TEXT,
+        sender TEXT NOT NULL,
+        receiver TEXT,
+        room_id TEXT,
+        sender_name TEXT,
+        direction TEXT NOT NULL,
+        msg_type BIGINT,
+        type TEXT NOT NULL,
+        content TEXT NOT NULL,
+        searchable SMALLINT NOT NULL,
+        sendtime BIGINT NOT NULL,
+        flag BIGINT NOT NULL,
+        send_flag BIGINT NOT NULL,
+        content_type BIGINT,
+        at_list TEXT NOT NULL,
+        quote_content TEXT,
+        quote_appinfo TEXT,
+        revoked SMALLINT NOT NULL DEFAULT 0,
+        journal_id BIGINT,
+        fingerprint TEXT NOT NULL,
+        UNIQUE (device_id, dedup_key)
+    )""",
+    "CREATE INDEX messages_device ON messages (device_id, id)",
+    "CREATE INDEX messages_conversation ON messages (conversation_id, id)",
+    "CREATE INDEX messages_msg_id ON messages (device_id, msg_id)",
+    """CREATE TABLE revocations (
+        device_id BIGINT NOT NULL,
+        msg_id TEXT NOT NULL,
+        PRIMARY KEY (device_id, msg_id)
+    )""",
+)
+
+
+def _dialect(statements: tuple[str, ...], pk: str, ipk: str, blob: str) -> tuple[str, ...]:
+    return tuple(s.replace("{pk}", pk).replace("{ipk}", ipk).replace("{blob}", blob) for s in statements)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "core schema",
+        sqlite=(
+            *_dialect(_CORE_COMMON, "INTEGER PRIMARY KEY", "INTEGER PRIMARY KEY", "BLOB"),
+            # Contentless: the text lives in messages; the index holds only hex-coded n-grams.
+            "CREATE VIRTUAL TABLE message_fts USING fts5("
+            "meta, uni, bi, content='', detail=full, tokenize='ascii')",
+        ),
+        postgresql=_dialect(_CORE_COMMON, "BIGSERIAL PRIMARY KEY", "BIGINT PRIMARY KEY", "BYTEA"),
+    ),
+)

@@ -1,0 +1,154 @@
+"""Read queries shared by every backend. Plain functions of a connection; no writes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from juhe_sync.storage.base import Device, MessageQuery, Page
+from juhe_sync.storage.writes import Conn, id_range
+from juhe_sync.timeutil import iso_utc
+
+_DEVICE_COLUMNS = (
+    "id, guid, state, account_id, account_name, corp_id, last_callback_time, last_sync_time, "
+    "last_error, contacts_count, rooms_count, messages_count"
+)
+
+_MESSAGE_COLUMNS = (
+    "m.id, c.conv_key, m.msg_id, m.seq, m.appinfo, m.sender, m.content, m.sendtime, m.type, m.msg_type, "
+    "m.direction, m.sender_name, m.revoked, m.at_list, m.quote_content, m.quote_appinfo, m.room_id"
+)
+
+
+def device(conn: Conn, guid: str) -> Device | None:
+    row = conn.execute(f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE guid = ?", (guid,)).fetchone()
+    return None if row is None else Device(*row)
+
+
+def like_pattern(keyword: str) -> str:
+    escaped = keyword.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def contacts(conn: Conn, device_id: int, keyword: str | None, offset: int, limit: int, ilike: str) -> Page:
+    where = "device_id = ?"
+    params: list[Any] = [device_id]
+    if keyword:
+        pattern = like_pattern(keyword)
+        where += f" AND (name {ilike} ? ESCAPE '\\' OR remark {ilike} ? ESCAPE '\\')"
+        params += [pattern, pattern]
+    total = conn.execute(f"SELECT count(*) FROM contacts WHERE {where}", params).fetchone()[0]
+    rows = conn.execute(
+        f"SELECT user_id, name, remark, avatar, type FROM contacts WHERE {where} "
+        "ORDER BY user_id LIMIT ? OFFSET ?",
+        (*params, limit, offset),
+    ).fetchall()
+    items = [{"id": r[0], "name": r[1], "remark": r[2], "avatar": r[3], "type": r[4]} for r in rows]
+    return Page(items, int(total))
+
+
+def rooms(conn: Conn, device_id: int, offset: int, limit: int) -> Page:
+    total = conn.execute("SELECT rooms_count FROM devices WHERE id = ?", (device_id,)).fetchone()[0]
+    rows = conn.execute(
+        "SELECT room_id, name, owner, member_count, avatar FROM rooms WHERE device_id = ? "
+        "ORDER BY room_id LIMIT ? OFFSET ?",
+        (device_id, limit, offset),
+    ).fetchall()
+    items = [
+        {"id": "R:" + r[0], "name": r[1], "owner": r[2], "member_count": r[3], "avatar": r[4]} for r in rows
+    ]
+    return Page(items, int(total))
+
+
+def conversation_id(conn: Conn, device_id: int, key: str) -> tuple[int, int] | None:
+    row = conn.execute(
+        "SELECT id, message_count FROM conversations WHERE device_id = ? AND conv_key = ?", (device_id, key)
+    ).fetchone()
+    return None if row is None else (int(row[0]), int(row[1]))
+
+
+def message_rows(conn: Conn, ids: list[int], ascending: bool) -> list[dict[str, Any]]:
+    if not ids:
+        return []
+    marks = ", ".join("?" * len(ids))
+    order = "ASC" if ascending else "DESC"
+    rows = conn.execute(
+        f"SELECT {_MESSAGE_COLUMNS} FROM messages m JOIN conversations c ON c.id = m.conversation_id "
+        f"WHERE m.id IN ({marks}) ORDER BY m.id {order}",
+        ids,
+    ).fetchall()
+    return [_message(r) for r in rows]
+
+
+def messages_plain(conn: Conn, q: MessageQuery) -> Page:
+    """Messages without a keyword: an index range scan on (device or conversation, time-ordered id)."""
+    lo, hi = id_range(q.start, q.end)
+    bounded = q.start is not None or q.end is not None
+    if q.conversation is not None:
+        conv = conversation_id(conn, q.device_id, q.conversation)
+        if conv is None:
+            return Page([], 0)
+        where, params = "conversation_id = ?", [conv[0]]
+        known_total: int | None = None if bounded else conv[1]
+    else:
+        where, params = "device_id = ?", [q.device_id]
+        known_total = None
+        if not bounded:
+            known_total = conn.execute(
+                "SELECT messages_count FROM devices WHERE id = ?", (q.device_id,)
+            ).fetchone()[0]
+    if bounded:
+        where += " AND id BETWEEN ? AND ?"
+        params += [lo, hi]
+    order = "ASC" if q.ascending else "DESC"
+    ids = [
+        r[0]
+        for r in conn.execute(
+            f"SELECT id FROM messages WHERE {where} ORDER BY id {order} LIMIT ? OFFSET ?",
+            (*params, q.limit, q.offset),
+        ).fetchall()
+    ]
+    total = known_total
+    if total is None:
+        total = conn.execute(f"SELECT count(*) FROM messages WHERE {where}", params).fetchone()[0]
+    return Page(message_rows(conn, ids, q.ascending), int(total))
+
+
+def _message(r: Any) -> dict[str, Any]:
+    (
+        mid,
+        conv_key,
+        msg_id,
+        seq,
+        appinfo,
+        sender,
+        content,
+        sendtime,
+        type_,
+        msg_type,
+        direction,
+        sender_name,
+        revoked,
+        at_list,
+        quote_content,
+        quote_appinfo,
+        room_id,
+    ) = r
+    return {
+        "id": msg_id or appinfo or seq or str(mid),
+        "conversation_id": conv_key,
+        "from": sender,
+        "content": content,
+        "timestamp": iso_utc(sendtime),
+        "type": type_,
+        "direction": direction,
+        "sender_name": sender_name,
+        "revoked": bool(revoked),
+        "at_list": json.loads(at_list),
+        "quote_appinfo": quote_appinfo or None,
+        "quote_content": quote_content or None,
+        "appinfo": appinfo,
+        "seq": seq,
+        "msg_type": msg_type,
+        "room_id": room_id,
+    }

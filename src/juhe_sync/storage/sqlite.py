@@ -1,0 +1,298 @@
+"""The embedded SQLite backend.
+
+One writer thread owns the only writing connection. Callers hand it ``fn(conn)`` jobs; it drains
+whatever is queued, runs the jobs in one ``BEGIN IMMEDIATE`` transaction (each in its own savepoint,
+so one failing job never takes the others down), commits once, and only then resolves the jobs'
+futures. That is group commit: with ``synchronous=FULL`` in WAL mode every acknowledged callback is
+on disk, and a burst of N callbacks costs one fsync instead of N. Reads use one connection per
+thread and never wait for the writer (WAL).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+from juhe_sync.errors import InvalidParams, StorageError
+from juhe_sync.ingest.envelope import Event
+from juhe_sync.storage import reads, search
+from juhe_sync.storage.base import Device, IngestOutcome, MessageQuery, Page, ProgressFn, ReplayStats, Store
+from juhe_sync.storage.migrations import MIGRATIONS
+from juhe_sync.storage.writes import ID_LOW_MASK, ID_SHIFT, Writer, id_range, replay_chunk
+
+log = logging.getLogger("juhe_sync.storage")
+
+T = TypeVar("T")
+_STOP = object()
+
+
+def sqlite_path(url: str) -> str:
+    """``sqlite:///relative.db`` or ``sqlite:////absolute.db`` -> a filesystem path."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url == prefix:
+        raise ValueError(f"not a SQLite URL (sqlite:///path/to/file.db): {url!r}")
+    path = url[len(prefix) :].split("?", 1)[0]
+    if path in (":memory:", ""):
+        raise ValueError("an in-memory SQLite database cannot be shared by the writer and readers")
+    return path
+
+
+class SQLiteDialect:
+    def allocate_message_id(self, conn: Any, sendtime: int) -> int:
+        lo = sendtime << ID_SHIFT
+        row = conn.execute(
+            "SELECT id FROM messages WHERE id <= ? ORDER BY id DESC LIMIT 1", (lo | ID_LOW_MASK,)
+        ).fetchone()
+        if row is None or row[0] < lo:
+            return lo
+        if row[0] < lo | ID_LOW_MASK:
+            return int(row[0]) + 1
+        raise OverflowError(f"more than {ID_LOW_MASK + 1} messages in second {sendtime}")
+
+    def index_message(
+        self, conn: Any, message_id: int, device_id: int, conversation_id: int, text: str
+    ) -> None:
+        conn.execute(
+            "INSERT INTO message_fts (rowid, meta, uni, bi) VALUES (?, ?, ?, ?)",
+            (message_id, *search.document(device_id, conversation_id, text)),
+        )
+
+    def unindex_message(
+        self, conn: Any, message_id: int, device_id: int, conversation_id: int, text: str
+    ) -> None:
+        conn.execute(
+            "INSERT INTO message_fts (message_fts, rowid, meta, uni, bi) VALUES ('delete', ?, ?, ?, ?)",
+            (message_id, *search.document(device_id, conversation_id, text)),
+        )
+
+
+class _Job:
+    __slots__ = ("fn", "future")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any]):
+        self.fn = fn
+        self.future: Future[Any] = Future()
+
+
+class SQLiteStore(Store):
+    def __init__(self, url: str, *, max_batch: int = 256):
+        self.url = url
+        self.path = sqlite_path(url)
+        parent = Path(self.path).parent
+        parent.mkdir(parents=True, exist_ok=True)
+        self.max_batch = max_batch
+        self.writer = Writer(SQLiteDialect())
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
+        self._wconn = self._connect()
+        self._thread = threading.Thread(target=self._run, name="juhe-sync-sqlite-writer", daemon=True)
+        self._thread.start()
+
+    # --- connections -----------------------------------------------------------------------
+
+    def _connect(self, *, readonly: bool = False) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=60)
+        conn.execute("PRAGMA busy_timeout = 60000")
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA cache_size = -65536")
+        if readonly:
+            conn.execute("PRAGMA query_only = 1")
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._closed:
+                raise StorageError("the store is closed")
+            conn = self._connect(readonly=True)
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    # --- the writer ------------------------------------------------------------------------
+
+    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> Future[T]:
+        if self._closed:
+            raise StorageError("the store is closed")
+        job = _Job(fn)
+        self._queue.put(job)
+        return job.future
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            batch = [first]
+            stop = False
+            while len(batch) < self.max_batch:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is _STOP:
+                    stop = True
+                    break
+                batch.append(job)
+            self._run_batch(batch)
+            if stop:
+                break
+        self._wconn.close()
+
+    def _run_batch(self, batch: list[_Job]) -> None:
+        conn = self._wconn
+        jobs = [job for job in batch if job.future.set_running_or_notify_cancel()]
+        outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job in jobs:
+                conn.execute("SAVEPOINT job")
+                try:
+                    result = job.fn(conn)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO SAVEPOINT job")
+                    conn.execute("RELEASE SAVEPOINT job")
+                    outcomes.append((job, None, exc))
+                else:
+                    conn.execute("RELEASE SAVEPOINT job")
+                    outcomes.append((job, result, None))
+            conn.execute("COMMIT")
+        except Exception as exc:
+            log.exception("write transaction failed; %d jobs not committed", len(jobs))
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    log.exception("rollback failed")
+            error = StorageError(f"database write failed: {exc}")
+            for job in jobs:
+                job.future.set_exception(error)
+            return
+        for job, result, exc in outcomes:
+            if exc is None:
+                job.future.set_result(result)
+            else:
+                job.future.set_exception(exc)
+
+    # --- Store -----------------------------------------------------------------------------
+
+    def migrate(self) -> list[str]:
+        def run(conn: sqlite3.Connection) -> list[str]:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
+            done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+            applied = []
+            for migration in MIGRATIONS:
+                if migration.version in done:
+                    continue
+                for statement in migration.sqlite:
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_migrations VALUES (?, ?, datetime('now'))",
+                    (migration.version, migration.name),
+                )
+                applied.append(f"{migration.version} {migration.name}")
+            return applied
+
+        return self.submit(run).result()
+
+    def submit_event(self, event: Event, raw: str, received_at: int) -> Future[IngestOutcome]:
+        return self.submit(lambda conn: self.writer.ingest(conn, event, raw, received_at))
+
+    def replay(self, guid: str | None = None, progress: ProgressFn | None = None) -> ReplayStats:
+        device_id: int | None = None
+        if guid is not None:
+            found = self.device(guid)
+            if found is None:
+                raise InvalidParams(f"unknown device {guid}")
+            device_id = found.id
+        stats = ReplayStats()
+        after = 0
+        while True:
+            last, done = self.submit(
+                lambda conn, after=after: replay_chunk(self.writer, conn, after, device_id, 200)
+            ).result()
+            if last is None:
+                return stats
+            after = last
+            for _, applied in done:
+                stats.events += 1
+                if applied is None:
+                    stats.failed += 1
+                else:
+                    stats.messages_added += applied.messages_added
+                    stats.messages_changed += applied.messages_changed
+            if progress is not None:
+                progress(len(done))
+
+    def journal_size(self, guid: str | None = None) -> int:
+        conn = self._reader()
+        if guid is None:
+            return int(conn.execute("SELECT count(*) FROM journal").fetchone()[0])
+        return int(
+            conn.execute(
+                "SELECT count(*) FROM journal j JOIN devices d ON d.id = j.device_id WHERE d.guid = ?",
+                (guid,),
+            ).fetchone()[0]
+        )
+
+    def device(self, guid: str) -> Device | None:
+        return reads.device(self._reader(), guid)
+
+    def contacts(self, device_id: int, keyword: str | None, offset: int, limit: int) -> Page:
+        return reads.contacts(self._reader(), device_id, keyword, offset, limit, ilike="LIKE")
+
+    def rooms(self, device_id: int, offset: int, limit: int) -> Page:
+        return reads.rooms(self._reader(), device_id, offset, limit)
+
+    def messages(self, query: MessageQuery) -> Page:
+        conn = self._reader()
+        if not query.keyword:
+            return reads.messages_plain(conn, query)
+        conv_id: int | None = None
+        if query.conversation is not None:
+            conv = reads.conversation_id(conn, query.device_id, query.conversation)
+            if conv is None:
+                return Page([], 0)
+            conv_id = conv[0]
+        match = search.match_expression(query.device_id, conv_id, query.keyword)
+        lo, hi = id_range(query.start, query.end)
+        order = "ASC" if query.ascending else "DESC"
+        ids = [
+            r[0]
+            for r in conn.execute(
+                "SELECT rowid FROM message_fts WHERE message_fts MATCH ? AND rowid BETWEEN ? AND ? "
+                f"ORDER BY rowid {order} LIMIT ? OFFSET ?",
+                (match, lo, hi, query.limit, query.offset),
+            ).fetchall()
+        ]
+        total = conn.execute(
+            "SELECT count(*) FROM message_fts WHERE message_fts MATCH ? AND rowid BETWEEN ? AND ?",
+            (match, lo, hi),
+        ).fetchone()[0]
+        return Page(reads.message_rows(conn, ids, query.ascending), int(total))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._thread.join()
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()

@@ -1,0 +1,375 @@
+"""Applying normalised events to the database, inside a transaction owned by the caller.
+
+One SQL implementation for every backend: statements use ``?`` placeholders and the
+``ON CONFLICT``/``RETURNING`` forms that SQLite and PostgreSQL share. What differs per backend
+(message id allocation, the search index) is passed in as a :class:`Dialect`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from juhe_sync.ingest.envelope import Event
+from juhe_sync.ingest.normalize import Effects, MessageRecord, normalize_event
+from juhe_sync.storage.base import IngestOutcome
+from juhe_sync.timeutil import iso_utc
+
+log = logging.getLogger("juhe_sync.ingest")
+
+#: Message ids are ``sendtime << ID_SHIFT | n``: time-ordered, so a time range is an id range.
+ID_SHIFT = 20
+ID_LOW_MASK = (1 << ID_SHIFT) - 1
+
+
+class Conn(Protocol):
+    def execute(self, sql: str, params: Any = ..., /) -> Any: ...
+
+
+class Dialect(Protocol):
+    def allocate_message_id(self, conn: Conn, sendtime: int) -> int: ...
+
+    def index_message(
+        self, conn: Conn, message_id: int, device_id: int, conversation_id: int, text: str
+    ) -> None: ...
+
+    def unindex_message(
+        self, conn: Conn, message_id: int, device_id: int, conversation_id: int, text: str
+    ) -> None: ...
+
+
+def id_range(start: int | None, end: int | None) -> tuple[int, int]:
+    """Inclusive message-id bounds for inclusive second bounds."""
+    lo = 0 if start is None else max(start, 0) << ID_SHIFT
+    hi = (1 << 62) if end is None else (max(end, -1) << ID_SHIFT) | ID_LOW_MASK
+    return lo, hi
+
+
+@contextmanager
+def savepoint(conn: Conn, name: str) -> Iterator[None]:
+    conn.execute(f"SAVEPOINT {name}")
+    try:
+        yield
+    except BaseException:
+        conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
+        conn.execute(f"RELEASE SAVEPOINT {name}")
+        raise
+    conn.execute(f"RELEASE SAVEPOINT {name}")
+
+
+def fingerprint(record: MessageRecord) -> str:
+    blob = json.dumps(asdict(record), ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha1(blob.encode("utf-8")).hexdigest()[:20]
+
+
+@dataclass(slots=True)
+class Applied:
+    messages_added: int = 0
+    messages_changed: int = 0
+
+
+class Writer:
+    """Everything that changes stored state goes through here."""
+
+    def __init__(self, dialect: Dialect):
+        self.dialect = dialect
+
+    # --- devices and journal ---------------------------------------------------------------
+
+    def ensure_device(self, conn: Conn, guid: str, now: int) -> tuple[int, str | None]:
+        row = conn.execute("SELECT id, account_id FROM devices WHERE guid = ?", (guid,)).fetchone()
+        if row is None:
+            conn.execute(
+                "INSERT INTO devices (guid, created_at) VALUES (?, ?) ON CONFLICT (guid) DO NOTHING",
+                (guid, iso_utc(now)),
+            )
+            row = conn.execute("SELECT id, account_id FROM devices WHERE guid = ?", (guid,)).fetchone()
+        return int(row[0]), row[1]
+
+    def ingest(self, conn: Conn, event: Event, raw: str, received_at: int) -> IngestOutcome:
+        """Journal ``event`` and apply it. The caller commits; a duplicate changes nothing."""
+        device_id, account = self.ensure_device(conn, event.guid, received_at)
+        row = conn.execute(
+            "INSERT INTO journal (device_id, event_key, notify_type, received_at, body, status) "
+            "VALUES (?, ?, ?, ?, ?, 'ok') ON CONFLICT (event_key) DO NOTHING RETURNING id",
+            (device_id, event.key, event.notify_type, received_at, raw),
+        ).fetchone()
+        if row is None:
+            return IngestOutcome("duplicate")
+        journal_id = int(row[0])
+        conn.execute(
+            "UPDATE devices SET last_callback_time = ? WHERE id = ?", (iso_utc(received_at), device_id)
+        )
+        try:
+            effects = normalize_event(event, account, received_at)
+            with savepoint(conn, "apply_event"):
+                applied = self.apply(conn, device_id, effects, journal_id, replay=False)
+        except Exception as exc:
+            # Kept in the journal and acknowledged: the event is safe, and `replay` applies it
+            # once the cause is fixed.
+            log.exception("callback %s of %s journalled but not applied", journal_id, event.guid)
+            conn.execute(
+                "UPDATE journal SET status = 'failed', error = ? WHERE id = ?",
+                (f"{type(exc).__name__}: {exc}"[:2000], journal_id),
+            )
+            return IngestOutcome("failed", journal_id)
+        return IngestOutcome("stored", journal_id, applied.messages_added)
+
+    def replay_event(
+        self, conn: Conn, journal_id: int, device_id: int, event: Event, received_at: int
+    ) -> Applied:
+        account = conn.execute("SELECT account_id FROM devices WHERE id = ?", (device_id,)).fetchone()[0]
+        effects = normalize_event(event, account, received_at)
+        applied = self.apply(conn, device_id, effects, journal_id, replay=True)
+        conn.execute("UPDATE journal SET status = 'ok', error = NULL WHERE id = ?", (journal_id,))
+        return applied
+
+    # --- effects ---------------------------------------------------------------------------
+
+    def apply(
+        self, conn: Conn, device_id: int, effects: Effects, journal_id: int, *, replay: bool
+    ) -> Applied:
+        applied = Applied()
+        if effects.device is not None:
+            self._apply_device(conn, device_id, effects, replay=replay)
+        for referid in effects.revokes:
+            conn.execute(
+                "INSERT INTO revocations (device_id, msg_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                (device_id, referid),
+            )
+            conn.execute(
+                "UPDATE messages SET revoked = 1 WHERE device_id = ? AND msg_id = ? AND revoked = 0",
+                (device_id, referid),
+            )
+        conversations: dict[str, int] = {}
+        conv_delta: dict[int, list[int]] = {}
+        for record in effects.messages:
+            conv_id = conversations.get(record.conversation)
+            if conv_id is None:
+                conv_id = self._conversation(conn, device_id, record.conversation)
+                conversations[record.conversation] = conv_id
+            if replay:
+                added, changed = self._replace_message(
+                    conn, device_id, conv_id, record, journal_id, conv_delta
+                )
+                applied.messages_added += added
+                applied.messages_changed += changed
+            else:
+                message_id = self._insert_message(conn, device_id, conv_id, record, journal_id)
+                if message_id is not None:
+                    applied.messages_added += 1
+                    _bump(conv_delta, conv_id, 1, message_id)
+        for conv_id, (count, last_id) in conv_delta.items():
+            conn.execute(
+                "UPDATE conversations SET message_count = message_count + ?, "
+                "last_message_id = CASE WHEN last_message_id IS NULL OR last_message_id < ? "
+                "THEN ? ELSE last_message_id END WHERE id = ?",
+                (count, last_id, last_id, conv_id),
+            )
+        rooms_added = 0
+        for room_id in dict.fromkeys(effects.rooms):
+            inserted = conn.execute(
+                "INSERT INTO rooms (device_id, room_id) VALUES (?, ?) ON CONFLICT DO NOTHING RETURNING 1",
+                (device_id, room_id),
+            ).fetchone()
+            rooms_added += inserted is not None
+        contacts_added = 0
+        for seen in effects.contacts:
+            inserted = conn.execute(
+                "INSERT INTO contacts (device_id, user_id, name, type, source, name_seen_at) "
+                "VALUES (?, ?, ?, ?, 'message', ?) ON CONFLICT DO NOTHING RETURNING 1",
+                (device_id, seen.user_id, seen.name, seen.type, seen.seen_at if seen.name else None),
+            ).fetchone()
+            if inserted is not None:
+                contacts_added += 1
+            elif seen.name:
+                # The newest name wins (ties: the larger string), so arrival order never matters;
+                # a contact filled by pull sync keeps the name the SaaS gave it.
+                conn.execute(
+                    "UPDATE contacts SET name = ?, name_seen_at = ? WHERE device_id = ? AND user_id = ? "
+                    "AND source = 'message' AND (name_seen_at IS NULL OR name_seen_at < ? "
+                    "OR (name_seen_at = ? AND name < ?))",
+                    (seen.name, seen.seen_at, device_id, seen.user_id, seen.seen_at, seen.seen_at, seen.name),
+                )
+        if applied.messages_added or rooms_added or contacts_added:
+            conn.execute(
+                "UPDATE devices SET messages_count = messages_count + ?, rooms_count = rooms_count + ?, "
+                "contacts_count = contacts_count + ? WHERE id = ?",
+                (applied.messages_added, rooms_added, contacts_added, device_id),
+            )
+        return applied
+
+    def _apply_device(self, conn: Conn, device_id: int, effects: Effects, *, replay: bool) -> None:
+        update = effects.device
+        assert update is not None
+        if replay:
+            # History must not roll the live state back; only fill an account that was never learnt.
+            if update.account_id:
+                conn.execute(
+                    "UPDATE devices SET account_id = ?, account_name = ?, corp_id = ?, avatar = ? "
+                    "WHERE id = ? AND account_id IS NULL",
+                    (update.account_id, update.account_name, update.corp_id, update.avatar, device_id),
+                )
+            return
+        if update.account_id:
+            conn.execute(
+                "UPDATE devices SET state = ?, account_id = ?, account_name = ?, corp_id = ?, avatar = ? "
+                "WHERE id = ?",
+                (
+                    update.state,
+                    update.account_id,
+                    update.account_name,
+                    update.corp_id,
+                    update.avatar,
+                    device_id,
+                ),
+            )
+        else:
+            conn.execute("UPDATE devices SET state = ? WHERE id = ?", (update.state, device_id))
+
+    def _conversation(self, conn: Conn, device_id: int, key: str) -> int:
+        row = conn.execute(
+            "SELECT id FROM conversations WHERE device_id = ? AND conv_key = ?", (device_id, key)
+        ).fetchone()
+        if row is None:
+            row = conn.execute(
+                "INSERT INTO conversations (device_id, conv_key) VALUES (?, ?) "
+                "ON CONFLICT (device_id, conv_key) DO UPDATE SET conv_key = excluded.conv_key RETURNING id",
+                (device_id, key),
+            ).fetchone()
+        return int(row[0])
+
+    def _insert_message(
+        self,
+        conn: Conn,
+        device_id: int,
+        conv_id: int,
+        record: MessageRecord,
+        journal_id: int,
+        message_id: int | None = None,
+    ) -> int | None:
+        if message_id is None:
+            message_id = self.dialect.allocate_message_id(conn, record.sendtime)
+        revoked = 0
+        if record.msg_id is not None:
+            hit = conn.execute(
+                "SELECT 1 FROM revocations WHERE device_id = ? AND msg_id = ?", (device_id, record.msg_id)
+            ).fetchone()
+            revoked = int(hit is not None)
+        row = conn.execute(
+            "INSERT INTO messages (id, device_id, conversation_id, dedup_key, msg_id, seq, appinfo, sender, "
+            "receiver, room_id, sender_name, direction, msg_type, type, content, searchable, sendtime, flag, "
+            "send_flag, content_type, at_list, quote_content, quote_appinfo, revoked, journal_id, fingerprint) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (device_id, dedup_key) DO NOTHING RETURNING id",
+            (
+                message_id,
+                device_id,
+                conv_id,
+                record.dedup_key,
+                record.msg_id,
+                record.seq,
+                record.appinfo,
+                record.sender,
+                record.receiver,
+                record.room_id,
+                record.sender_name,
+                record.direction,
+                record.msg_type,
+                record.type,
+                record.content,
+                int(record.search_text is not None),
+                record.sendtime,
+                record.flag,
+                record.send_flag,
+                record.content_type,
+                json.dumps(record.at_list, ensure_ascii=False),
+                record.quote_content,
+                record.quote_appinfo,
+                revoked,
+                journal_id,
+                fingerprint(record),
+            ),
+        ).fetchone()
+        if row is None:
+            return None
+        if record.search_text:
+            self.dialect.index_message(conn, message_id, device_id, conv_id, record.search_text)
+        return message_id
+
+    def _replace_message(
+        self,
+        conn: Conn,
+        device_id: int,
+        conv_id: int,
+        record: MessageRecord,
+        journal_id: int,
+        conv_delta: dict[int, list[int]],
+    ) -> tuple[int, int]:
+        """Replay: insert a missing message, or rewrite one whose normalised form changed."""
+        old = conn.execute(
+            "SELECT id, fingerprint, conversation_id, searchable, content FROM messages "
+            "WHERE device_id = ? AND dedup_key = ?",
+            (device_id, record.dedup_key),
+        ).fetchone()
+        if old is None:
+            message_id = self._insert_message(conn, device_id, conv_id, record, journal_id)
+            if message_id is None:
+                return 0, 0
+            _bump(conv_delta, conv_id, 1, message_id)
+            return 1, 0
+        old_id, old_fp, old_conv, old_searchable, old_content = old
+        if old_fp == fingerprint(record):
+            return 0, 0
+        if old_searchable:
+            self.dialect.unindex_message(conn, old_id, device_id, old_conv, old_content)
+        conn.execute("DELETE FROM messages WHERE id = ?", (old_id,))
+        conn.execute(
+            "UPDATE conversations SET message_count = message_count - 1, last_message_id = "
+            "(SELECT max(id) FROM messages WHERE conversation_id = ?) WHERE id = ?",
+            (old_conv, old_conv),
+        )
+        keep_id = old_id if (old_id >> ID_SHIFT) == record.sendtime else None
+        message_id = self._insert_message(conn, device_id, conv_id, record, journal_id, keep_id)
+        assert message_id is not None
+        _bump(conv_delta, conv_id, 1, message_id)
+        return 0, 1
+
+
+def _bump(delta: dict[int, list[int]], conv_id: int, count: int, message_id: int) -> None:
+    entry = delta.setdefault(conv_id, [0, message_id])
+    entry[0] += count
+    entry[1] = max(entry[1], message_id)
+
+
+def replay_chunk(
+    writer: Writer, conn: Conn, after_id: int, device_id: int | None, limit: int
+) -> tuple[int | None, list[tuple[int, Applied | None]]]:
+    """Re-normalise up to ``limit`` journalled events after ``after_id``; returns the last id seen."""
+    from juhe_sync.ingest.envelope import parse_body  # local: envelope imports nothing from storage
+
+    sql = "SELECT id, device_id, body, received_at FROM journal WHERE id > ?"
+    params: list[Any] = [after_id]
+    if device_id is not None:
+        sql += " AND device_id = ?"
+        params.append(device_id)
+    rows = conn.execute(sql + " ORDER BY id LIMIT ?", (*params, limit)).fetchall()
+    done: list[tuple[int, Applied | None]] = []
+    for journal_id, dev_id, body, received_at in rows:
+        try:
+            with savepoint(conn, "replay_event"):
+                applied = writer.replay_event(conn, journal_id, dev_id, parse_body(body), received_at)
+        except Exception as exc:
+            log.exception("replay of journal entry %s failed", journal_id)
+            conn.execute(
+                "UPDATE journal SET status = 'failed', error = ? WHERE id = ?",
+                (f"{type(exc).__name__}: {exc}"[:2000], journal_id),
+            )
+            applied = None
+        done.append((journal_id, applied))
+    return (rows[-1][0] if rows else None), done

@@ -1,0 +1,45 @@
+"""Time conversions: platform ``sendtime`` seconds to ISO 8601 UTC, and query-time parsing."""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, date, datetime, timedelta
+
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def iso_utc(seconds: int) -> str:
+    """``1718000000`` -> ``"2024-06-10T06:13:20Z"``."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def now_seconds() -> int:
+    return int(datetime.now(UTC).timestamp())
+
+
+def now_iso() -> str:
+    return iso_utc(now_seconds())
+
+
+def parse_query_time(value: str, *, end: bool) -> int:
+    """Parse an ISO 8601 query bound into whole Unix seconds, inclusive.
+
+    A date alone covers the whole day (UTC); a time without an offset is UTC. Message times have
+    one-second resolution, so a start bound rounds up and an end bound rounds down.
+    Raises ``ValueError`` on anything else.
+    """
+    text = value.strip()
+    if _DATE_ONLY.match(text):
+        day = date.fromisoformat(text)
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        if end:
+            return int((start + timedelta(days=1)).timestamp()) - 1
+        return int(start.timestamp())
+    if "T" not in text and " " not in text:
+        raise ValueError(f"not an ISO 8601 date or date-time: {value!r}")
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    ts = parsed.timestamp()
+    return math.floor(ts) if end else math.ceil(ts)
