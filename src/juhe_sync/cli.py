@@ -1,0 +1,175 @@
+"""The ``juhe-sync`` command: a thin shell over the library."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import Counter
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from juhe_sync.config import Settings, settings_table
+from juhe_sync.errors import ApiError
+from juhe_sync.ingest.envelope import parse_body
+from juhe_sync.storage.base import IngestOutcome, Store
+from juhe_sync.storage.factory import open_store
+from juhe_sync.timeutil import now_seconds
+
+app = typer.Typer(help="juhe-sync: your own durable copy of every juhebot device.", no_args_is_help=True)
+console = Console(stderr=True)
+
+DatabaseUrl = Annotated[
+    str | None, typer.Option("--database-url", help="Overrides JUHE_SYNC_DATABASE_URL.", show_default=False)
+]
+
+
+def _settings(database_url: str | None = None) -> Settings:
+    overrides = {"database_url": database_url} if database_url else {}
+    return Settings(**overrides)
+
+
+def _open(settings: Settings) -> Store:
+    try:
+        store = open_store(settings.database_url, write_batch=settings.write_batch)
+        store.migrate()
+    except Exception as exc:
+        console.print(f"[red]cannot open {settings.database_url}: {exc}[/red]")
+        raise typer.Exit(2) from None
+    return store
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Overrides JUHE_SYNC_HOST.", show_default=False)] = None,
+    port: Annotated[int | None, typer.Option(help="Overrides JUHE_SYNC_PORT.", show_default=False)] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Run the HTTP service (callbacks and queries). Creates and migrates the database first."""
+    import uvicorn
+
+    for name, value in (("HOST", host), ("PORT", port), ("DATABASE_URL", database_url)):
+        if value is not None:
+            os.environ[f"JUHE_SYNC_{name}"] = str(value)
+    settings = Settings()
+    store = _open(settings)  # migrate once, before any request
+    store.close()
+    console.print(f"juhe-sync on http://{settings.host}:{settings.port} ({settings.database_url})")
+    uvicorn.run(
+        "juhe_sync.web.app:app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
+
+
+@app.command()
+def migrate(database_url: DatabaseUrl = None) -> None:
+    """Create the database or bring its schema up to date."""
+    settings = _settings(database_url)
+    store = _open(settings)
+    store.close()
+    console.print(f"schema up to date: {settings.database_url}")
+
+
+@app.command("import")
+def import_(
+    file: Annotated[Path, typer.Argument(help="JSON lines, one callback body per line; - for stdin.")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Feed callbacks from a JSON-lines file through the same pipeline as POST /callback."""
+    settings = _settings(database_url)
+    if str(file) != "-" and not file.is_file():
+        console.print(f"[red]no such file: {file}[/red]")
+        raise typer.Exit(2)
+    stream = sys.stdin.buffer if str(file) == "-" else file.open("rb")
+    lines = None if str(file) == "-" else sum(1 for _ in file.open("rb"))
+    store = _open(settings)
+    counts: Counter[str] = Counter()
+    pending: list[Future[IngestOutcome]] = []
+
+    def drain(keep: int) -> None:
+        while len(pending) > keep:
+            counts[pending.pop(0).result().status] += 1
+
+    try:
+        with _progress() as progress:
+            task = progress.add_task("import", total=lines)
+            for number, line in enumerate(stream, 1):
+                progress.advance(task)
+                if not line.strip():
+                    continue
+                try:
+                    text = line.decode("utf-8")
+                    event = parse_body(text)
+                except (ApiError, UnicodeDecodeError) as exc:
+                    counts["rejected"] += 1
+                    console.print(f"line {number}: rejected: {getattr(exc, 'message', exc)}")
+                    continue
+                pending.append(store.submit_event(event, text.strip(), now_seconds()))
+                drain(1000)  # keep the writer's queue full: group commit does the rest
+            drain(0)
+    finally:
+        store.close()
+    console.print(
+        "stored {stored}, duplicates {duplicate}, failed {failed}, rejected {rejected}".format(
+            stored=counts["stored"],
+            duplicate=counts["duplicate"],
+            failed=counts["failed"],
+            rejected=counts["rejected"],
+        )
+    )
+    if counts["rejected"] or counts["failed"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def replay(
+    guid: Annotated[str | None, typer.Option(help="Only this device's callbacks.")] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Re-normalise journalled callbacks (e.g. after a parser fix). Safe to run any number of times."""
+    settings = _settings(database_url)
+    store = _open(settings)
+    try:
+        total = store.journal_size(guid)
+        with _progress() as progress:
+            task = progress.add_task("replay", total=total)
+            stats = store.replay(guid, progress=lambda n: progress.advance(task, n))
+    except ApiError as exc:
+        console.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(2) from None
+    finally:
+        store.close()
+    console.print(
+        f"events {stats.events}, messages added {stats.messages_added}, "
+        f"changed {stats.messages_changed}, failed {stats.failed}"
+    )
+    if stats.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def settings() -> None:
+    """Print every setting as the README's Markdown table."""
+    print(settings_table())
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,118 @@
+"""Query rules of the HTTP API (validation, paging, search) on top of a Store. Knows no HTTP."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from juhe_sync.errors import InvalidParams, NotFound
+from juhe_sync.storage.base import Device, MessageQuery, Page, Store
+from juhe_sync.timeutil import parse_query_time
+
+_CONVERSATION = re.compile(r"^[SR]:\S+$")
+
+#: Device state (from login/logout callbacks) -> the documented sync-status ``status``.
+_STATUS = {"offline": "offline", "logging_in": "offline", "verify": "offline", "error": "error"}
+_ONLINE = {"online": True, "offline": False, "logging_in": False, "verify": False, "error": False}
+
+
+def require_guid(guid: str | None) -> str:
+    if guid is None or not guid.strip():
+        raise InvalidParams("guid is required")
+    return guid.strip()
+
+
+def _page_data(key: str, page: Page, page_no: int, limit: int) -> dict[str, Any]:
+    return {key: page.items, "total": page.total, "page": page_no, "limit": limit}
+
+
+class QueryService:
+    def __init__(self, store: Store):
+        self.store = store
+
+    def _device(self, guid: str | None) -> Device | None:
+        return self.store.device(require_guid(guid))
+
+    def contacts(self, guid: str | None, page: int, limit: int, keyword: str | None) -> dict[str, Any]:
+        device = self._device(guid)
+        result = Page()
+        if device is not None:
+            result = self.store.contacts(device.id, keyword or None, (page - 1) * limit, limit)
+        return _page_data("contacts", result, page, limit)
+
+    def rooms(self, guid: str | None, page: int, limit: int) -> dict[str, Any]:
+        device = self._device(guid)
+        result = Page()
+        if device is not None:
+            result = self.store.rooms(device.id, (page - 1) * limit, limit)
+        return _page_data("rooms", result, page, limit)
+
+    def messages(
+        self,
+        guid: str | None,
+        *,
+        conversation_id: str | None,
+        keyword: str | None,
+        start_time: str | None,
+        end_time: str | None,
+        page: int,
+        limit: int,
+        order: str,
+    ) -> dict[str, Any]:
+        guid = require_guid(guid)
+        if conversation_id is not None and conversation_id != "" and not _CONVERSATION.match(conversation_id):
+            raise InvalidParams("conversation_id must be S:<user_id> or R:<room_id>")
+        start = _time_bound("start_time", start_time, end=False)
+        end = _time_bound("end_time", end_time, end=True)
+        if start is not None and end is not None and start > end:
+            raise InvalidParams("start_time is after end_time")
+        device = self.store.device(guid)
+        result = Page()
+        if device is not None:
+            result = self.store.messages(
+                MessageQuery(
+                    device_id=device.id,
+                    conversation=conversation_id or None,
+                    keyword=keyword or None,
+                    start=start,
+                    end=end,
+                    offset=(page - 1) * limit,
+                    limit=limit,
+                    ascending=order == "asc",
+                )
+            )
+        return _page_data("messages", result, page, limit)
+
+    def sync_status(self, guid: str | None) -> dict[str, Any]:
+        guid = require_guid(guid)
+        device = self.store.device(guid)
+        if device is None:
+            raise NotFound(f"Device {guid} not found")
+        return {
+            "guid": device.guid,
+            "status": _STATUS.get(device.state, "idle"),
+            "last_sync_time": device.last_sync_time,
+            "contacts_count": device.contacts_count,
+            "messages_count": device.messages_count,
+            "rooms_count": device.rooms_count,
+            "online": _ONLINE.get(device.state),
+            "login_state": device.state,
+            "account": (
+                None
+                if device.account_id is None
+                else {"id": device.account_id, "name": device.account_name, "corp_id": device.corp_id}
+            ),
+            "last_callback_time": device.last_callback_time,
+            "last_error": device.last_error,
+        }
+
+
+def _time_bound(name: str, value: str | None, *, end: bool) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        return parse_query_time(value, end=end)
+    except (ValueError, OverflowError, OSError):
+        raise InvalidParams(
+            f"{name} must be an ISO 8601 date or date-time, e.g. 2024-01-15T10:30:00Z"
+        ) from None

@@ -1,0 +1,192 @@
+"""The FastAPI application: ``POST /callback`` and the documented ``/api/*`` queries."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, Query, Request
+from fastapi.openapi.utils import get_openapi
+from starlette.responses import Response
+
+from juhe_sync import __version__
+from juhe_sync.config import Settings
+from juhe_sync.errors import ApiError, InvalidParams
+from juhe_sync.ingest.envelope import parse_body
+from juhe_sync.service import QueryService
+from juhe_sync.storage.base import Store
+from juhe_sync.storage.factory import open_store
+from juhe_sync.timeutil import now_seconds
+from juhe_sync.web import errors, schemas
+from juhe_sync.web.responses import json_response, ok
+
+log = logging.getLogger("juhe_sync.web")
+
+_ACK = b'{"success":true,"message":"Callback processed"}'
+
+Guid = Annotated[str | None, Query(description="Device GUID (required).")]
+PageNo = Annotated[int, Query(ge=1, le=1_000_000_000, description="Page number, from 1.")]
+Limit = Annotated[int, Query(ge=1, le=100, description="Items per page, 1-100.")]
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory``: settings from the environment."""
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return create_app(settings)
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    text = {400: "Invalid parameters", 404: "Not found", 413: "Body too large", 500: "Server error"}
+    return {s: {"model": schemas.ErrorBody, "description": text[s]} for s in statuses}
+
+
+def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
+    """Build the app. With ``store`` given the caller owns it; otherwise it is opened and migrated
+    on startup from ``settings.database_url`` and closed on shutdown."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = store is None
+        active = store or await asyncio.to_thread(
+            open_store, settings.database_url, write_batch=settings.write_batch
+        )
+        if owned:
+            applied = await asyncio.to_thread(active.migrate)
+            if applied:
+                log.info("applied migrations: %s", ", ".join(applied))
+        app.state.store = active
+        app.state.queries = QueryService(active)
+        try:
+            yield
+        finally:
+            if owned:
+                await asyncio.to_thread(active.close)
+
+    app = FastAPI(
+        title="juhe-sync",
+        version=__version__,
+        description="Durable copy of juhebot devices' contacts, rooms and messages, with a query API.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+
+    @app.post(
+        "/callback",
+        response_model=schemas.CallbackAck,
+        responses=_errors(400, 413, 500),
+        summary="Receive a SaaS callback",
+        description=(
+            "Takes every juhebot notification (plain, WebSocket-wrapped or `data`-wrapped). "
+            "Answers 200 only after the event is durably stored; redelivery changes nothing."
+        ),
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"type": "object", "additionalProperties": True}}},
+            }
+        },
+    )
+    async def callback(request: Request) -> Response:
+        text = await _read_body(request, settings.max_body_bytes)
+        event = parse_body(text)
+        await asyncio.wrap_future(request.app.state.store.submit_event(event, text, now_seconds()))
+        return Response(_ACK, media_type="application/json")
+
+    @app.get("/api/contacts", response_model=schemas.ContactsResponse, responses=_errors(400, 500))
+    def contacts(
+        request: Request,
+        guid: Guid = None,
+        page: PageNo = 1,
+        limit: Limit = 20,
+        keyword: Annotated[
+            str | None, Query(description="Case-insensitive substring of name or remark.")
+        ] = None,
+    ) -> Response:
+        return ok(request.app.state.queries.contacts(guid, page, limit, keyword))
+
+    @app.get("/api/messages", response_model=schemas.MessagesResponse, responses=_errors(400, 500))
+    def messages(
+        request: Request,
+        guid: Guid = None,
+        conversation_id: Annotated[str | None, Query(description="`S:<user_id>` or `R:<room_id>`.")] = None,
+        keyword: Annotated[
+            str | None, Query(description="Case-insensitive substring of the message text, any length.")
+        ] = None,
+        start_time: Annotated[
+            str | None, Query(description="ISO 8601, inclusive; a date alone allowed.")
+        ] = None,
+        end_time: Annotated[
+            str | None, Query(description="ISO 8601, inclusive; a date alone allowed.")
+        ] = None,
+        page: PageNo = 1,
+        limit: Limit = 20,
+        order: Annotated[
+            Literal["desc", "asc"], Query(description="`desc` (newest first) or `asc`.")
+        ] = "desc",
+    ) -> Response:
+        return ok(
+            request.app.state.queries.messages(
+                guid,
+                conversation_id=conversation_id,
+                keyword=keyword,
+                start_time=start_time,
+                end_time=end_time,
+                page=page,
+                limit=limit,
+                order=order,
+            )
+        )
+
+    @app.get("/api/rooms", response_model=schemas.RoomsResponse, responses=_errors(400, 500))
+    def rooms(request: Request, guid: Guid = None, page: PageNo = 1, limit: Limit = 20) -> Response:
+        return ok(request.app.state.queries.rooms(guid, page, limit))
+
+    @app.get("/api/sync-status", response_model=schemas.SyncStatusResponse, responses=_errors(400, 404, 500))
+    def sync_status(request: Request, guid: Guid = None) -> Response:
+        return ok(request.app.state.queries.sync_status(guid))
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> Response:
+        return json_response({"success": True})
+
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+async def _read_body(request: Request, limit: int) -> str:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(f"Body larger than {limit} bytes", status=413, code="PAYLOAD_TOO_LARGE")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(f"Body larger than {limit} bytes", status=413, code="PAYLOAD_TOO_LARGE")
+        chunks.append(chunk)
+    try:
+        return b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidParams("Body is not UTF-8") from None
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, with our 400 error body in place of its 422 validation schema."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            operation.get("responses", {}).pop("422", None)
+    components = schema.get("components", {}).get("schemas", {})
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
+    app.openapi_schema = schema
+    return schema

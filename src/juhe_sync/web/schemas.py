@@ -1,0 +1,114 @@
+"""Response models: what the OpenAPI document promises and the server returns."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class ErrorBody(BaseModel):
+    success: Literal[False] = False
+    error: str = Field(description="What went wrong, for people.")
+    code: str = Field(description="Machine-readable code, e.g. INVALID_PARAMS, NOT_FOUND, INTERNAL_ERROR.")
+
+
+class CallbackAck(BaseModel):
+    success: Literal[True] = True
+    message: Literal["Callback processed"] = "Callback processed"
+
+
+class Contact(BaseModel):
+    id: str
+    name: str | None
+    remark: str | None
+    avatar: str | None
+    type: str = Field(description="`internal` (a colleague in the account's corp) or `external`.")
+
+
+class ContactsData(BaseModel):
+    contacts: list[Contact]
+    total: int
+    page: int
+    limit: int
+
+
+class ContactsResponse(BaseModel):
+    success: Literal[True] = True
+    data: ContactsData
+
+
+class Message(BaseModel):
+    id: str = Field(description="The platform's message id (appinfo, or seq, when it has none).")
+    conversation_id: str = Field(description="`S:<user_id>` for a private chat, `R:<room_id>` for a room.")
+    from_: str = Field(alias="from", description="The sender's user id.")
+    content: str = Field(description="Text for text messages; the raw payload (JSON) for other types.")
+    timestamp: str = Field(description="Send time, ISO 8601 UTC.")
+    type: str
+    direction: Literal["inbound", "outbound"]
+    sender_name: str | None
+    revoked: bool
+    at_list: list[str]
+    quote_appinfo: str | None
+    quote_content: str | None
+    appinfo: str | None
+    seq: str | None
+    msg_type: int | None
+    room_id: str | None
+
+
+class MessagesData(BaseModel):
+    messages: list[Message]
+    total: int
+    page: int
+    limit: int
+
+
+class MessagesResponse(BaseModel):
+    success: Literal[True] = True
+    data: MessagesData
+
+
+class Room(BaseModel):
+    id: str = Field(description="`R:<room_id>`.")
+    name: str | None
+    owner: str | None
+    member_count: int | None
+    avatar: str | None
+
+
+class RoomsData(BaseModel):
+    rooms: list[Room]
+    total: int
+    page: int
+    limit: int
+
+
+class RoomsResponse(BaseModel):
+    success: Literal[True] = True
+    data: RoomsData
+
+
+class Account(BaseModel):
+    id: str
+    name: str | None
+    corp_id: str | None
+
+
+class SyncStatus(BaseModel):
+    guid: str
+    status: Literal["idle", "syncing", "error", "offline"]
+    last_sync_time: str | None
+    contacts_count: int
+    messages_count: int
+    rooms_count: int
+    online: bool | None = Field(description="From login/logout callbacks; null before any was seen.")
+    login_state: str
+    account: Account | None
+    last_callback_time: str | None
+    last_error: str | None
+
+
+class SyncStatusResponse(BaseModel):
+    success: Literal[True] = True
+    data: SyncStatus
