@@ -34,7 +34,8 @@ def decode_json(raw: bytes | str) -> Any:
 
 
 def canonical_json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    """Key-sorted ASCII JSON: a stable text to hash (lone surrogates stay escaped)."""
+    return json.dumps(value, ensure_ascii=True, sort_keys=True, separators=(",", ":"))
 
 
 def event_key(event: dict[str, Any]) -> bytes:

@@ -1,0 +1,3 @@
+from juhe_sync.cli import main
+
+main()

@@ -1,0 +1,170 @@
+"""The Store contract, on every backend: fixtures, idempotency, order independence, replay."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from juhe_sync.storage.base import MessageQuery, Store
+from tests.conftest import ACCOUNT, GUID, callback_fixtures, fixture_json, fixture_text
+from tests.helpers import feed, feed_fixtures, snapshot
+from tests.unit.test_normalize import EXPECTED
+
+
+def messages_by_id(store: Store) -> dict[str, dict]:
+    device = store.device(GUID)
+    assert device is not None
+    return {m["id"]: m for m in store.messages(MessageQuery(device.id, limit=100)).items}
+
+
+def test_every_fixture_is_stored_as_documented(store: Store) -> None:
+    outcomes = feed_fixtures(store, ["callback_11003_user_login.json", *callback_fixtures()])
+    assert [o.status for o in outcomes].count("failed") == 0
+    stored = messages_by_id(store)
+    for name, rows in EXPECTED.items():
+        data = fixture_json(name)["data"]
+        items = data if isinstance(data, list) else [data]
+        for item, (conv, sender, direction, type_, sendtime) in zip(items, rows, strict=False):
+            m = stored[item["id"]]
+            assert (m["conversation_id"], m["from"], m["direction"], m["type"]) == (conv, sender, direction, type_)
+            assert m["sender_name"] == item["sender_name"]
+            assert m["appinfo"] == item["appinfo"]
+    assert stored["1067188"]["timestamp"] == "2024-06-10T06:13:20Z"
+    assert stored["1067201"]["revoked"] is True  # by callback_11010_revoke
+    assert stored["1067188"]["revoked"] is False
+    assert stored["1067215"]["at_list"] == [ACCOUNT]
+    assert stored["1067266"]["quote_appinfo"] == "CAUQ5ttyQFuiEemBF+8kjnIEJ0FbWk/3"
+    assert json.loads(stored["1067230"]["content"])["aes_key"] == "a21af887253cccfcbde13eb534f48660"
+    assert len(stored) == 11  # the revoke record is not a message
+
+    device = store.device(GUID)
+    assert device is not None
+    assert (device.messages_count, device.rooms_count) == (11, 2)
+    assert device.account_id == ACCOUNT and device.corp_id == "1970325012345678"
+    rooms = store.rooms(device.id, 0, 20).items
+    assert [r["id"] for r in rooms] == ["R:10696052788813579", "R:10772491266604821"]
+    contacts = {c["id"]: c for c in store.contacts(device.id, None, 0, 50).items}
+    assert contacts["7881300000001234"] == {
+        "id": "7881300000001234", "name": "张伟", "remark": None, "avatar": None, "type": "external"
+    }
+    assert contacts["1688850000067890"]["type"] == "internal"
+    assert ACCOUNT not in contacts
+    assert device.contacts_count == len(contacts) == 4
+    assert store.journal_size(GUID) == len(callback_fixtures())
+
+
+def test_redelivery_changes_nothing(store: Store) -> None:
+    feed_fixtures(store)
+    before = snapshot(store)
+    again = feed_fixtures(store)
+    assert {o.status for o in again} == {"duplicate"}
+    # the same events inside WebSocket wrappers are the same events
+    for name in ("ws_callback_event_object.json", "ws_callback_event_string.json", "ws_callback_data_wrapper.json"):
+        assert feed(store, fixture_text(name)).status == "duplicate"
+    assert snapshot(store) == before
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_any_order_any_number_of_times_same_state(database_url: str, seed: int, tmp_path) -> None:
+    from juhe_sync.storage.factory import open_store
+
+    names = callback_fixtures()
+    reference = open_store(database_url)
+    reference.migrate()
+    try:
+        feed_fixtures(reference)
+        expected = snapshot(reference)
+    finally:
+        reference.close()
+    rng = random.Random(seed)
+    shuffled = names * 2 + rng.sample(names, 5)
+    rng.shuffle(shuffled)
+    other_url = database_url.replace("juhe-sync.db", f"juhe-sync-{seed}.db") if database_url.startswith(
+        "sqlite") else None
+    if other_url is None:
+        # PostgreSQL: reuse the schema after emptying it
+        _truncate(database_url)
+        other_url = database_url
+    other = open_store(other_url)
+    other.migrate()
+    try:
+        feed_fixtures(other, shuffled)
+        assert snapshot(other) == expected
+    finally:
+        other.close()
+
+
+def _truncate(url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
+        conn.execute(
+            "TRUNCATE devices, journal, contacts, rooms, conversations, messages, revocations RESTART IDENTITY"
+        )
+
+
+def test_revoke_before_the_message_still_revokes(store: Store) -> None:
+    feed(store, fixture_text("callback_11010_revoke.json"))
+    feed(store, fixture_text("callback_11010_text_private_outbound.json"))
+    assert messages_by_id(store)["1067201"]["revoked"] is True
+
+
+def test_same_appinfo_on_two_devices_is_two_rows(store: Store) -> None:
+    body = fixture_json("callback_11010_text_private_inbound.json")
+    feed(store, body)
+    body["guid"] = "another-device"
+    assert feed(store, body).status == "stored"
+    other = store.device("another-device")
+    assert other is not None and other.messages_count == 1
+
+
+def test_unknown_and_bad_batch_items(store: Store) -> None:
+    assert feed(store, {"guid": GUID, "notify_type": 424242, "data": {"x": 1}}).status == "stored"
+    item = fixture_json("callback_11010_text_private_inbound.json")["data"]
+    out = feed(store, {"guid": GUID, "notify_type": 11013, "data": [1, "x", item, None]})
+    assert out.status == "stored" and out.messages_added == 1
+
+
+def test_a_callback_that_fails_to_apply_is_journalled_and_replayed(store: Store, monkeypatch) -> None:
+    import juhe_sync.storage.writes as writes
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("parser bug")
+
+    monkeypatch.setattr(writes, "normalize_event", broken)
+    out = feed(store, fixture_text("callback_11010_text_private_inbound.json"))
+    assert out.status == "failed"
+    device = store.device(GUID)
+    assert device is not None and device.messages_count == 0
+    monkeypatch.undo()
+    stats = store.replay()
+    assert (stats.events, stats.failed, stats.messages_added) == (1, 0, 1)
+    assert store.device(GUID).messages_count == 1  # type: ignore[union-attr]
+    again = store.replay(GUID)
+    assert (again.events, again.messages_added, again.messages_changed) == (1, 0, 0)
+
+
+def test_replay_applies_a_parser_change(store: Store, monkeypatch) -> None:
+    feed_fixtures(store)
+    before = snapshot(store)
+    import juhe_sync.ingest.msgtypes as msgtypes
+
+    monkeypatch.setitem(msgtypes.MSG_TYPES, 5, "picture")
+    stats = store.replay()
+    assert stats.messages_changed == 2 and stats.messages_added == 0
+    after = snapshot(store)
+    assert [m["type"] for m in after["messages"]].count("picture") == 2
+    assert after["counts"] == before["counts"]
+    monkeypatch.undo()
+    store.replay()
+    assert snapshot(store) == before
+
+
+def test_counters_match_the_tables(store: Store) -> None:
+    feed_fixtures(store)
+    device = store.device(GUID)
+    assert device is not None
+    assert device.messages_count == store.messages(MessageQuery(device.id, start=0)).total
+    assert device.contacts_count == store.contacts(device.id, None, 0, 1).total

@@ -1,0 +1,157 @@
+"""Queries on every backend: search equals a case-insensitive substring scan; paging; time ranges."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from juhe_sync.storage.base import MessageQuery, Store
+from tests.conftest import ACCOUNT, GUID
+from tests.helpers import feed
+
+ALPHABET = list("的一是了我不人在他有这个上们来到时大地为子中你说生国年着就那和要她出也得里后自以会好报价单合同") + list(
+    "aAbBcC xyZ%_\\'\"👍😀-:*()"
+)
+PEERS = ["7881300000000001", "7881300000000002", "1688850000000003"]
+ROOMS = ["10696052788800001", "10696052788800002"]
+BASE = 1_718_000_000
+
+
+def _text(rng: random.Random) -> str:
+    return "".join(rng.choice(ALPHABET) for _ in range(rng.choice([0, 1, 2, 3, 5, 8, 13, 30])))
+
+
+@pytest.fixture
+def corpus(store: Store) -> list[dict]:
+    rng = random.Random(7)
+    feed(store, {"guid": GUID, "notify_type": 11003, "data": {"user_id": ACCOUNT}})
+    items = []
+    for i in range(400):
+        room = rng.random() < 0.4
+        peer = rng.choice(PEERS)
+        outbound = rng.random() < 0.3
+        item = {
+            "seq": str(1000 + i),
+            "id": str(5000 + i),
+            "appinfo": f"APP{i}",
+            "sender": ACCOUNT if outbound else peer,
+            "receiver": "0" if room else (peer if outbound else ACCOUNT),
+            "roomid": rng.choice(ROOMS) if room else "0",
+            "sendtime": BASE + rng.randrange(0, 50) * 60,
+            "msg_type": 2 if rng.random() < 0.85 else 5,
+            "content": _text(rng),
+            "sender_name": "n",
+        }
+        items.append(item)
+    for start in range(0, len(items), 37):
+        feed(store, {"guid": GUID, "notify_type": 11013, "data": items[start : start + 37]})
+    return items
+
+
+def _conv(item: dict) -> str:
+    if item["roomid"] != "0":
+        return "R:" + item["roomid"]
+    return "S:" + (item["receiver"] if item["sender"] == ACCOUNT else item["sender"])
+
+
+def _oracle(items: list[dict], keyword: str, conv: str | None = None, start=None, end=None) -> list[str]:
+    kw = keyword.lower()
+    hits = [
+        it
+        for it in items
+        if it["msg_type"] == 2
+        and kw in it["content"].lower()
+        and (conv is None or _conv(it) == conv)
+        and (start is None or it["sendtime"] >= start)
+        and (end is None or it["sendtime"] <= end)
+    ]
+    return sorted(it["id"] for it in hits)
+
+
+def _search(store: Store, keyword: str, **kw) -> tuple[list[str], int]:
+    device = store.device(GUID)
+    assert device is not None
+    page = store.messages(MessageQuery(device.id, keyword=keyword, limit=100, offset=0, **kw))
+    ids = [m["id"] for m in page.items]
+    offset = 100
+    while offset < page.total:
+        ids += [m["id"] for m in store.messages(MessageQuery(device.id, keyword=keyword, limit=100, offset=offset, **kw)).items]
+        offset += 100
+    return sorted(ids), page.total
+
+
+def test_search_equals_substring_scan(store: Store, corpus: list[dict]) -> None:
+    rng = random.Random(11)
+    keywords = {"的", "报价", "报价单", "a", "A", "ab", "Z", " ", "%", "_", "\\", "'", '"', "👍", "😀的", "*", "-:", "()"}
+    for item in rng.sample(corpus, 60):
+        text = item["content"]
+        if text:
+            i = rng.randrange(len(text))
+            keywords.add(text[i : i + rng.choice([1, 2, 3, 5])])
+    keywords |= {"".join(rng.choice(ALPHABET) for _ in range(n)) for n in (1, 2, 2, 3, 4) for _ in range(8)}
+    checked = 0
+    for keyword in sorted(keywords):
+        if not keyword:
+            continue
+        ids, total = _search(store, keyword)
+        assert ids == _oracle(corpus, keyword), keyword
+        assert total == len(ids)
+        checked += 1
+    assert checked > 80
+
+
+def test_search_within_conversation_and_time(store: Store, corpus: list[dict]) -> None:
+    for keyword in ("的", "报价", "a", "ab c"):
+        for conv in ("R:" + ROOMS[0], "S:" + PEERS[1]):
+            assert _search(store, keyword, conversation=conv)[0] == _oracle(corpus, keyword, conv)
+        start, end = BASE + 600, BASE + 1800
+        assert _search(store, keyword, start=start, end=end)[0] == _oracle(corpus, keyword, None, start, end)
+
+
+def test_pages_are_newest_first_and_complete(store: Store, corpus: list[dict]) -> None:
+    device = store.device(GUID)
+    assert device is not None
+    seen = []
+    for offset in range(0, 400, 30):
+        page = store.messages(MessageQuery(device.id, offset=offset, limit=30))
+        assert page.total == 400
+        seen += page.items
+    stamps = [m["timestamp"] for m in seen]
+    assert stamps == sorted(stamps, reverse=True)
+    assert len({m["id"] for m in seen}) == 400
+    asc = store.messages(MessageQuery(device.id, limit=5, ascending=True)).items
+    assert [m["timestamp"] for m in asc] == sorted(stamps)[:5]
+
+
+def test_conversation_and_time_filters(store: Store, corpus: list[dict]) -> None:
+    device = store.device(GUID)
+    assert device is not None
+    conv = "R:" + ROOMS[1]
+    page = store.messages(MessageQuery(device.id, conversation=conv, limit=100))
+    expected = sorted(it["id"] for it in corpus if _conv(it) == conv)
+    assert sorted(m["id"] for m in page.items) == expected and page.total == len(expected)
+    start, end = BASE + 300, BASE + 900
+    page = store.messages(MessageQuery(device.id, start=start, end=end, limit=100))
+    expected = sorted(it["id"] for it in corpus if start <= it["sendtime"] <= end)
+    assert sorted(m["id"] for m in page.items) == expected and page.total == len(expected)
+    assert store.messages(MessageQuery(device.id, conversation="S:nobody")).total == 0
+
+
+def test_contacts_keyword(store: Store) -> None:
+    for i, name in enumerate(["张伟", "Zhang Wei", "王芳", "50%_off"]):
+        feed(store, {"guid": GUID, "notify_type": 11010, "data": {
+            "appinfo": f"c{i}", "sender": f"78813000000000{i}", "receiver": ACCOUNT, "roomid": "0",
+            "sendtime": BASE, "msg_type": 2, "content": "hi", "sender_name": name}})
+    device = store.device(GUID)
+    assert device is not None
+
+    def names(keyword: str) -> list[str]:
+        return sorted(c["name"] for c in store.contacts(device.id, keyword, 0, 20).items)
+
+    assert names("张") == ["张伟"]
+    assert names("zhang") == ["Zhang Wei"]
+    assert names("%_") == ["50%_off"]
+    assert names("_") == ["50%_off"]
+    assert names("nobody") == []
+    assert store.contacts(device.id, None, 2, 1).total == 4
