@@ -133,6 +133,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE VIRTUAL TABLE message_fts USING fts5("
             "meta, uni, bi, content='', detail=full, tokenize='ascii')",
         ),
-        postgresql=_dialect(_CORE_COMMON, "BIGSERIAL PRIMARY KEY", "BIGINT PRIMARY KEY", "BYTEA"),
+        postgresql=(
+            *_dialect(_CORE_COMMON, "BIGSERIAL PRIMARY KEY", "BIGINT PRIMARY KEY", "BYTEA"),
+            # Low bits of the time-ordered message ids; wraps, and a rare collision draws again.
+            "CREATE SEQUENCE message_id_low CYCLE MAXVALUE 1048575",
+            "ALTER TABLE messages ADD COLUMN grams BIGINT[]",
+            "CREATE INDEX messages_grams ON messages USING gin (grams)",
+        ),
     ),
 )

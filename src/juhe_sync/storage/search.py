@@ -53,3 +53,36 @@ def match_expression(device_id: int, conversation_id: int | None, keyword: str) 
     meta = device_token(device_id) if conversation_id is None else conversation_token(conversation_id)
     text = f'uni : "{unigrams(folded)}"' if len(folded) == 1 else f'bi : "{bigrams(folded)}"'
     return f"meta : {meta} AND {text}"
+
+
+# --- PostgreSQL: the same n-grams as integers in a GIN-indexed array -----------------------------
+#
+# Unigram: the code point. Bigram: 2**42 | cp1 << 21 | cp2. Device: -id. Conversation: -(2**40 + id).
+# Set containment (``grams @> query``) is exact for 1- and 2-character keywords; a longer keyword
+# needs all its bigrams (a superset of the matches) and a final substring check on those rows only.
+
+_BIGRAM = 1 << 42
+_CONVERSATION = 1 << 40
+
+
+def _bigram_code(a: str, b: str) -> int:
+    return _BIGRAM | ord(a) << 21 | ord(b)
+
+
+def grams(device_id: int, conversation_id: int, text: str) -> list[int]:
+    folded = fold(text)
+    codes = {ord(ch) for ch in folded}
+    codes.update(_bigram_code(a, b) for a, b in itertools.pairwise(folded))
+    codes.add(-device_id)
+    codes.add(-(_CONVERSATION + conversation_id))
+    return sorted(codes)
+
+
+def query_grams(device_id: int, conversation_id: int | None, keyword: str) -> tuple[list[int], bool]:
+    """(grams every matching row contains, whether rows must still be checked for the substring)."""
+    folded = fold(keyword)
+    scope = -device_id if conversation_id is None else -(_CONVERSATION + conversation_id)
+    if len(folded) == 1:
+        return [scope, ord(folded)], False
+    codes = {_bigram_code(a, b) for a, b in itertools.pairwise(folded)}
+    return sorted({scope, *codes}), len(folded) > 2

@@ -19,12 +19,12 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
-from juhe_sync.errors import InvalidParams, StorageError
-from juhe_sync.ingest.envelope import Event
+from juhe_sync.errors import StorageError
 from juhe_sync.storage import reads, search
-from juhe_sync.storage.base import Device, IngestOutcome, MessageQuery, Page, ProgressFn, ReplayStats, Store
+from juhe_sync.storage.base import MessageQuery, Page
 from juhe_sync.storage.migrations import MIGRATIONS
-from juhe_sync.storage.writes import ID_LOW_MASK, ID_SHIFT, Writer, id_range, replay_chunk
+from juhe_sync.storage.sqlstore import SQLStore
+from juhe_sync.storage.writes import ID_LOW_MASK, ID_SHIFT, Writer, id_range
 
 log = logging.getLogger("juhe_sync.storage")
 
@@ -44,6 +44,11 @@ def sqlite_path(url: str) -> str:
 
 
 class SQLiteDialect:
+    extra_columns: tuple[str, ...] = ()
+
+    def extra_values(self, device_id: int, conversation_id: int, text: str | None) -> tuple[Any, ...]:
+        return ()
+
     def allocate_message_id(self, conn: Any, sendtime: int) -> int:
         lo = sendtime << ID_SHIFT
         row = conn.execute(
@@ -80,7 +85,7 @@ class _Job:
         self.future: Future[Any] = Future()
 
 
-class SQLiteStore(Store):
+class SQLiteStore(SQLStore):
     def __init__(self, url: str, *, max_batch: int = 256):
         self.url = url
         self.path = sqlite_path(url)
@@ -188,6 +193,9 @@ class SQLiteStore(Store):
 
     # --- Store -----------------------------------------------------------------------------
 
+    def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return fn(self._reader())
+
     def migrate(self) -> list[str]:
         def run(conn: sqlite3.Connection) -> list[str]:
             conn.execute(
@@ -210,66 +218,9 @@ class SQLiteStore(Store):
 
         return self.submit(run).result()
 
-    def submit_event(self, event: Event, raw: str, received_at: int) -> Future[IngestOutcome]:
-        return self.submit(lambda conn: self.writer.ingest(conn, event, raw, received_at))
-
-    def replay(self, guid: str | None = None, progress: ProgressFn | None = None) -> ReplayStats:
-        device_id: int | None = None
-        if guid is not None:
-            found = self.device(guid)
-            if found is None:
-                raise InvalidParams(f"unknown device {guid}")
-            device_id = found.id
-        stats = ReplayStats()
-        after = 0
-        while True:
-            last, done = self.submit(
-                lambda conn, after=after: replay_chunk(self.writer, conn, after, device_id, 200)
-            ).result()
-            if last is None:
-                return stats
-            after = last
-            for _, applied in done:
-                stats.events += 1
-                if applied is None:
-                    stats.failed += 1
-                else:
-                    stats.messages_added += applied.messages_added
-                    stats.messages_changed += applied.messages_changed
-            if progress is not None:
-                progress(len(done))
-
-    def journal_size(self, guid: str | None = None) -> int:
-        conn = self._reader()
-        if guid is None:
-            return int(conn.execute("SELECT count(*) FROM journal").fetchone()[0])
-        return int(
-            conn.execute(
-                "SELECT count(*) FROM journal j JOIN devices d ON d.id = j.device_id WHERE d.guid = ?",
-                (guid,),
-            ).fetchone()[0]
-        )
-
-    def device(self, guid: str) -> Device | None:
-        return reads.device(self._reader(), guid)
-
-    def contacts(self, device_id: int, keyword: str | None, offset: int, limit: int) -> Page:
-        return reads.contacts(self._reader(), device_id, keyword, offset, limit, ilike="LIKE")
-
-    def rooms(self, device_id: int, offset: int, limit: int) -> Page:
-        return reads.rooms(self._reader(), device_id, offset, limit)
-
-    def messages(self, query: MessageQuery) -> Page:
-        conn = self._reader()
-        if not query.keyword:
-            return reads.messages_plain(conn, query)
-        conv_id: int | None = None
-        if query.conversation is not None:
-            conv = reads.conversation_id(conn, query.device_id, query.conversation)
-            if conv is None:
-                return Page([], 0)
-            conv_id = conv[0]
-        match = search.match_expression(query.device_id, conv_id, query.keyword)
+    def search_messages(self, conn: Any, query: MessageQuery, conversation_id: int | None) -> Page:
+        assert query.keyword
+        match = search.match_expression(query.device_id, conversation_id, query.keyword)
         lo, hi = id_range(query.start, query.end)
         order = "ASC" if query.ascending else "DESC"
         ids = [

@@ -32,6 +32,13 @@ class Conn(Protocol):
 
 
 class Dialect(Protocol):
+    """What differs per backend in the write path."""
+
+    #: Columns of ``messages`` only this backend has (e.g. PostgreSQL's search grams).
+    extra_columns: tuple[str, ...]
+
+    def extra_values(self, device_id: int, conversation_id: int, text: str | None) -> tuple[Any, ...]: ...
+
     def allocate_message_id(self, conn: Conn, sendtime: int) -> int: ...
 
     def index_message(
@@ -253,54 +260,42 @@ class Writer:
         journal_id: int,
         message_id: int | None = None,
     ) -> int | None:
-        if message_id is None:
-            message_id = self.dialect.allocate_message_id(conn, record.sendtime)
+        """Insert unless the device already has this message; returns the new id or ``None``."""
         revoked = 0
         if record.msg_id is not None:
             hit = conn.execute(
                 "SELECT 1 FROM revocations WHERE device_id = ? AND msg_id = ?", (device_id, record.msg_id)
             ).fetchone()
             revoked = int(hit is not None)
-        row = conn.execute(
-            "INSERT INTO messages (id, device_id, conversation_id, dedup_key, msg_id, seq, appinfo, sender, "
-            "receiver, room_id, sender_name, direction, msg_type, type, content, searchable, sendtime, flag, "
-            "send_flag, content_type, at_list, quote_content, quote_appinfo, revoked, journal_id, fingerprint) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (device_id, dedup_key) DO NOTHING RETURNING id",
-            (
-                message_id,
-                device_id,
-                conv_id,
-                record.dedup_key,
-                record.msg_id,
-                record.seq,
-                record.appinfo,
-                record.sender,
-                record.receiver,
-                record.room_id,
-                record.sender_name,
-                record.direction,
-                record.msg_type,
-                record.type,
-                record.content,
-                int(record.search_text is not None),
-                record.sendtime,
-                record.flag,
-                record.send_flag,
-                record.content_type,
-                json.dumps(record.at_list, ensure_ascii=False),
-                record.quote_content,
-                record.quote_appinfo,
-                revoked,
-                journal_id,
-                fingerprint(record),
-            ),
-        ).fetchone()
-        if row is None:
-            return None
-        if record.search_text:
-            self.dialect.index_message(conn, message_id, device_id, conv_id, record.search_text)
-        return message_id
+        columns = _MESSAGE_COLUMNS + self.dialect.extra_columns
+        sql = (
+            f"INSERT INTO messages ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+            "ON CONFLICT DO NOTHING RETURNING id"
+        )
+        values = (
+            device_id, conv_id, record.dedup_key, record.msg_id, record.seq, record.appinfo,
+            record.sender, record.receiver, record.room_id, record.sender_name, record.direction,
+            record.msg_type, record.type, record.content, int(record.search_text is not None),
+            record.sendtime, record.flag, record.send_flag, record.content_type,
+            json.dumps(record.at_list, ensure_ascii=False), record.quote_content, record.quote_appinfo,
+            revoked, journal_id, fingerprint(record),
+            *self.dialect.extra_values(device_id, conv_id, record.search_text),
+        )  # fmt: skip
+        for _ in range(8):
+            if message_id is None:
+                message_id = self.dialect.allocate_message_id(conn, record.sendtime)
+            row = conn.execute(sql, (message_id, *values)).fetchone()
+            if row is not None:
+                if record.search_text:
+                    self.dialect.index_message(conn, message_id, device_id, conv_id, record.search_text)
+                return message_id
+            duplicate = conn.execute(
+                "SELECT 1 FROM messages WHERE device_id = ? AND dedup_key = ?", (device_id, record.dedup_key)
+            ).fetchone()
+            if duplicate is not None:
+                return None
+            message_id = None  # the time-ordered id was taken by a concurrent writer: draw another
+        raise RuntimeError(f"could not allocate a message id for second {record.sendtime}")
 
     def _replace_message(
         self,
@@ -339,6 +334,14 @@ class Writer:
         assert message_id is not None
         _bump(conv_delta, conv_id, 1, message_id)
         return 0, 1
+
+
+_MESSAGE_COLUMNS = (
+    "id", "device_id", "conversation_id", "dedup_key", "msg_id", "seq", "appinfo", "sender", "receiver",
+    "room_id", "sender_name", "direction", "msg_type", "type", "content", "searchable", "sendtime", "flag",
+    "send_flag", "content_type", "at_list", "quote_content", "quote_appinfo", "revoked", "journal_id",
+    "fingerprint",
+)  # fmt: skip
 
 
 def _bump(delta: dict[int, list[int]], conv_id: int, count: int, message_id: int) -> None:

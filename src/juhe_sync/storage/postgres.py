@@ -1,0 +1,258 @@
+"""The PostgreSQL backend (psycopg 3 with a connection pool).
+
+Several writer threads share one queue; each drains what is queued into one transaction (group
+commit, as on SQLite) on a connection of its own. Concurrent processes are safe because every
+write is idempotent in the database itself: unique keys with ``ON CONFLICT``, counters updated in
+place under the row lock. A batch that hits a deadlock, a serialisation failure or a dropped
+connection is retried whole; the journal's unique event key makes a retry of an already committed
+batch a no-op.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg_pool import ConnectionPool
+
+from juhe_sync.errors import StorageError
+from juhe_sync.storage import reads, search
+from juhe_sync.storage.base import MessageQuery, Page
+from juhe_sync.storage.migrations import MIGRATIONS
+from juhe_sync.storage.sqlstore import SQLStore
+from juhe_sync.storage.writes import ID_LOW_MASK, ID_SHIFT, Writer, id_range
+
+log = logging.getLogger("juhe_sync.storage")
+
+T = TypeVar("T")
+_STOP = object()
+#: Held while migrating, so that processes starting together migrate one at a time.
+_MIGRATION_LOCK = 7_260_415
+_RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure, psycopg.OperationalError)
+
+
+@functools.lru_cache(maxsize=4096)
+def _placeholders(sql: str) -> str:
+    return sql.replace("?", "%s")
+
+
+class PgConn:
+    """A psycopg connection that takes the ``?`` placeholders the shared SQL is written with."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: psycopg.Connection[Any]):
+        self.raw = raw
+
+    def execute(self, sql: str, params: Any = None) -> Any:
+        return self.raw.execute(_placeholders(sql), params)
+
+
+class PostgresDialect:
+    extra_columns: tuple[str, ...] = ("grams",)
+
+    def extra_values(self, device_id: int, conversation_id: int, text: str | None) -> tuple[Any, ...]:
+        return (None if text is None else search.grams(device_id, conversation_id, text),)
+
+    def allocate_message_id(self, conn: Any, sendtime: int) -> int:
+        n = conn.execute("SELECT nextval('message_id_low')").fetchone()[0]
+        return sendtime << ID_SHIFT | (n & ID_LOW_MASK)
+
+    def index_message(
+        self, conn: Any, message_id: int, device_id: int, conversation_id: int, text: str
+    ) -> None:
+        """The grams column is written with the row."""
+
+    def unindex_message(
+        self, conn: Any, message_id: int, device_id: int, conversation_id: int, text: str
+    ) -> None:
+        """Deleting the row removes its grams."""
+
+
+class _Job:
+    __slots__ = ("fn", "future")
+
+    def __init__(self, fn: Callable[[Any], Any]):
+        self.fn = fn
+        self.future: Future[Any] = Future()
+
+
+class PostgresStore(SQLStore):
+    ilike = "ILIKE"
+
+    def __init__(self, url: str, *, writers: int = 4, max_batch: int = 256, pool_size: int = 10):
+        self.url = url
+        self.conninfo = url.replace("postgresql+psycopg://", "postgresql://")
+        self.max_batch = max_batch
+        self.writer = Writer(PostgresDialect())
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._closed = False
+        self.pool = ConnectionPool(
+            self.conninfo, min_size=1, max_size=pool_size, kwargs={"autocommit": True}, open=True, timeout=30
+        )
+        self._threads = [
+            threading.Thread(target=self._run, name=f"juhe-sync-pg-writer-{i}", daemon=True)
+            for i in range(writers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    # --- writes ----------------------------------------------------------------------------
+
+    def submit(self, fn: Callable[[Any], T]) -> Future[T]:
+        if self._closed:
+            raise StorageError("the store is closed")
+        job = _Job(fn)
+        self._queue.put(job)
+        return job.future
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(self.conninfo, autocommit=False)
+
+    def _run(self) -> None:
+        conn: psycopg.Connection[Any] | None = None
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is _STOP:
+                    self._queue.put(_STOP)  # leave it for this loop's next turn
+                    break
+                batch.append(job)
+            jobs = [job for job in batch if job.future.set_running_or_notify_cancel()]
+            conn = self._run_batch(conn, jobs)
+        if conn is not None:
+            conn.close()
+
+    def _run_batch(
+        self, conn: psycopg.Connection[Any] | None, jobs: list[_Job]
+    ) -> psycopg.Connection[Any] | None:
+        last_error: BaseException | None = None
+        for attempt in range(5):
+            try:
+                if conn is None or conn.closed:
+                    conn = self._connect()
+                outcomes = self._attempt(conn, jobs)
+            except _RETRYABLE as exc:
+                last_error = exc
+                log.warning("write batch attempt %d failed (%s); retrying", attempt + 1, exc)
+                if conn is not None and not conn.closed:
+                    try:
+                        conn.rollback()
+                    except psycopg.Error:
+                        conn.close()
+                time.sleep(0.05 * (2**attempt))
+                continue
+            except Exception as exc:
+                last_error = exc
+                break
+            for job, result, error in outcomes:
+                if error is None:
+                    job.future.set_result(result)
+                else:
+                    job.future.set_exception(error)
+            return conn
+        log.error("write batch of %d jobs failed: %s", len(jobs), last_error)
+        if conn is not None and not conn.closed:
+            try:
+                conn.rollback()
+            except psycopg.Error:
+                conn.close()
+        failure = StorageError(f"database write failed: {last_error}")
+        for job in jobs:
+            job.future.set_exception(failure)
+        return conn
+
+    def _attempt(
+        self, raw: psycopg.Connection[Any], jobs: list[_Job]
+    ) -> list[tuple[_Job, Any, BaseException | None]]:
+        conn = PgConn(raw)
+        outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+        for job in jobs:
+            conn.execute("SAVEPOINT job")
+            try:
+                result = job.fn(conn)
+            except _RETRYABLE:
+                raise
+            except Exception as exc:
+                conn.execute("ROLLBACK TO SAVEPOINT job")
+                conn.execute("RELEASE SAVEPOINT job")
+                outcomes.append((job, None, exc))
+            else:
+                conn.execute("RELEASE SAVEPOINT job")
+                outcomes.append((job, result, None))
+        raw.commit()
+        return outcomes
+
+    # --- reads -----------------------------------------------------------------------------
+
+    def read(self, fn: Callable[[Any], T]) -> T:
+        with self.pool.connection() as raw:
+            return fn(PgConn(raw))
+
+    def migrate(self) -> list[str]:
+        with psycopg.connect(self.conninfo, autocommit=False) as raw:
+            conn = PgConn(raw)
+            conn.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
+            done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations").fetchall()}
+            applied = []
+            for migration in MIGRATIONS:
+                if migration.version in done:
+                    continue
+                for statement in migration.postgresql:
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
+                    (migration.version, migration.name),
+                )
+                applied.append(f"{migration.version} {migration.name}")
+            raw.commit()
+        return applied
+
+    def search_messages(self, conn: Any, query: MessageQuery, conversation_id: int | None) -> Page:
+        assert query.keyword
+        codes, verify = search.query_grams(query.device_id, conversation_id, query.keyword)
+        lo, hi = id_range(query.start, query.end)
+        where = "grams @> ?::bigint[] AND id BETWEEN ? AND ?"
+        params: list[Any] = [codes, lo, hi]
+        if verify:
+            where += " AND strpos(lower(content), ?) > 0"
+            params.append(search.fold(query.keyword))
+        order = "ASC" if query.ascending else "DESC"
+        ids = [
+            r[0]
+            for r in conn.execute(
+                f"SELECT id FROM messages WHERE {where} ORDER BY id {order} LIMIT ? OFFSET ?",
+                (*params, query.limit, query.offset),
+            ).fetchall()
+        ]
+        total = conn.execute(f"SELECT count(*) FROM messages WHERE {where}", params).fetchone()[0]
+        return Page(reads.message_rows(conn, ids, query.ascending), int(total))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for _ in self._threads:
+            self._queue.put(_STOP)
+        for thread in self._threads:
+            thread.join()
+        self.pool.close()

@@ -1,0 +1,98 @@
+"""What the SQL backends share: the Store API over ``submit(fn)`` (writes) and ``read(fn)`` (reads)."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from juhe_sync.errors import InvalidParams
+from juhe_sync.ingest.envelope import Event
+from juhe_sync.storage import reads
+from juhe_sync.storage.base import Device, IngestOutcome, MessageQuery, Page, ProgressFn, ReplayStats, Store
+from juhe_sync.storage.writes import Writer, replay_chunk
+
+T = TypeVar("T")
+
+
+class SQLStore(Store):
+    writer: Writer
+    #: The case-insensitive LIKE operator of the dialect.
+    ilike = "LIKE"
+
+    @abc.abstractmethod
+    def submit(self, fn: Callable[[Any], T]) -> Future[T]:
+        """Run ``fn(conn)`` in a write transaction; resolve after a durable commit."""
+
+    @abc.abstractmethod
+    def read(self, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(conn)`` on a read connection."""
+
+    @abc.abstractmethod
+    def search_messages(self, conn: Any, query: MessageQuery, conversation_id: int | None) -> Page:
+        """Messages matching ``query.keyword``, from the backend's search index."""
+
+    def submit_event(self, event: Event, raw: str, received_at: int) -> Future[IngestOutcome]:
+        return self.submit(lambda conn: self.writer.ingest(conn, event, raw, received_at))
+
+    def replay(self, guid: str | None = None, progress: ProgressFn | None = None) -> ReplayStats:
+        device_id: int | None = None
+        if guid is not None:
+            found = self.device(guid)
+            if found is None:
+                raise InvalidParams(f"unknown device {guid}")
+            device_id = found.id
+        stats = ReplayStats()
+        after = 0
+        while True:
+            last, done = self.submit(
+                lambda conn, after=after: replay_chunk(self.writer, conn, after, device_id, 200)
+            ).result()
+            if last is None:
+                return stats
+            after = last
+            for _, applied in done:
+                stats.events += 1
+                if applied is None:
+                    stats.failed += 1
+                else:
+                    stats.messages_added += applied.messages_added
+                    stats.messages_changed += applied.messages_changed
+            if progress is not None:
+                progress(len(done))
+
+    def journal_size(self, guid: str | None = None) -> int:
+        if guid is None:
+            return int(self.read(lambda c: c.execute("SELECT count(*) FROM journal").fetchone()[0]))
+        return int(
+            self.read(
+                lambda c: c.execute(
+                    "SELECT count(*) FROM journal j JOIN devices d ON d.id = j.device_id WHERE d.guid = ?",
+                    (guid,),
+                ).fetchone()[0]
+            )
+        )
+
+    def device(self, guid: str) -> Device | None:
+        return self.read(lambda c: reads.device(c, guid))
+
+    def contacts(self, device_id: int, keyword: str | None, offset: int, limit: int) -> Page:
+        return self.read(lambda c: reads.contacts(c, device_id, keyword, offset, limit, ilike=self.ilike))
+
+    def rooms(self, device_id: int, offset: int, limit: int) -> Page:
+        return self.read(lambda c: reads.rooms(c, device_id, offset, limit))
+
+    def messages(self, query: MessageQuery) -> Page:
+        def run(conn: Any) -> Page:
+            if not query.keyword:
+                return reads.messages_plain(conn, query)
+            conv_id: int | None = None
+            if query.conversation is not None:
+                conv = reads.conversation_id(conn, query.device_id, query.conversation)
+                if conv is None:
+                    return Page([], 0)
+                conv_id = conv[0]
+            return self.search_messages(conn, query, conv_id)
+
+        return self.read(run)
