@@ -87,3 +87,18 @@ def test_deeply_nested_json_is_rejected_not_crashing() -> None:
 def test_lone_surrogates_hash() -> None:
     event = parse_body('{"guid": "g", "notify_type": 11010, "data": {"content": "\\ud800"}}')
     assert len(event.key) == 32
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"guid": "g", "notify_type": -1}',
+        '{"guid": "g", "notify_type": 30584125968751574088941568}',
+        '{"guid": "\\ud800", "notify_type": 1}',
+        '{"guid": "a\\u0000b", "notify_type": 1}',
+        '{"guid": "' + "x" * 300 + '", "notify_type": 1}',
+    ],
+)
+def test_out_of_range_values_are_invalid(body: str) -> None:
+    with pytest.raises(InvalidParams):
+        parse_body(body)

@@ -11,6 +11,8 @@ from juhe_sync.errors import InvalidParams
 
 NEW_MSG = 11010
 BATCH_NEW_MSG = 11013
+MAX_NOTIFY_TYPE = 2**31 - 1
+MAX_GUID_LENGTH = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,8 @@ def parse_envelope(body: Any) -> Event:
         guid = body.get("guid")
     if not isinstance(guid, str) or not guid.strip():
         raise InvalidParams("guid must be a non-empty string")
+    if len(guid) > MAX_GUID_LENGTH or not _storable(guid):
+        raise InvalidParams(f"guid must be printable text of at most {MAX_GUID_LENGTH} characters")
     notify_type = _notify_type(event.get("notify_type"))
     data = event.get("data")
     if notify_type == NEW_MSG and not isinstance(data, dict):
@@ -88,9 +92,24 @@ def _unwrap(body: dict[str, Any]) -> dict[str, Any]:
     raise InvalidParams("Not a callback: no notify_type in the body, event or data")
 
 
+def _storable(text: str) -> bool:
+    if not text.isprintable():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _notify_type(value: Any) -> int:
+    number: int | None = None
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().isdigit() and value.strip().isascii():
-        return int(value.strip())
-    raise InvalidParams("notify_type must be an integer")
+        number = value
+    elif isinstance(value, str) and value.strip().isdigit() and value.strip().isascii():
+        number = int(value.strip())
+    if number is None:
+        raise InvalidParams("notify_type must be an integer")
+    if not 0 <= number <= MAX_NOTIFY_TYPE:
+        raise InvalidParams(f"notify_type must be between 0 and {MAX_NOTIFY_TYPE}")
+    return number

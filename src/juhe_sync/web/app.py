@@ -27,9 +27,48 @@ log = logging.getLogger("juhe_sync.web")
 
 _ACK = b'{"success":true,"message":"Callback processed"}'
 
-Guid = Annotated[str | None, Query(description="Device GUID (required).")]
+Guid = Annotated[str, Query(min_length=1, description="Device GUID.")]
 PageNo = Annotated[int, Query(ge=1, le=1_000_000_000, description="Page number, from 1.")]
 Limit = Annotated[int, Query(ge=1, le=100, description="Items per page, 1-100.")]
+
+
+_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "A juhebot event. 11010 carries one message object in `data`, 11013 a list of them.",
+    "required": ["guid", "notify_type"],
+    "properties": {
+        "guid": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "\\S", "description": "Device GUID."},
+        "notify_type": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": 2**31 - 1,
+            "description": "Event type; unknown types are accepted.",
+        },
+        "data": {"description": "Payload; its shape depends on notify_type."},
+    },
+}
+_CALLBACK_SCHEMA: dict[str, Any] = {
+    "description": "The event itself, or a WebSocket callback frame carrying it in `event` (object or JSON string) or `data`.",
+    "anyOf": [
+        _EVENT_SCHEMA,
+        {
+            "type": "object",
+            "required": ["event"],
+            "properties": {
+                "type": {"type": "string", "example": "callback"},
+                "event_id": {"type": "string"},
+                "event": {
+                    "anyOf": [_EVENT_SCHEMA, {"type": "string", "description": "The event as JSON text."}]
+                },
+            },
+        },
+        {
+            "type": "object",
+            "required": ["data"],
+            "properties": {"type": {"type": "string"}, "data": _EVENT_SCHEMA},
+        },
+    ],
+}
 
 
 def app_from_env() -> FastAPI:
@@ -89,7 +128,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": {"type": "object", "additionalProperties": True}}},
+                "content": {"application/json": {"schema": _CALLBACK_SCHEMA}},
             }
         },
     )
@@ -102,7 +141,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     @app.get("/api/contacts", response_model=schemas.ContactsResponse, responses=_errors(400, 500))
     def contacts(
         request: Request,
-        guid: Guid = None,
+        guid: Guid,
         page: PageNo = 1,
         limit: Limit = 20,
         keyword: Annotated[
@@ -114,7 +153,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     @app.get("/api/messages", response_model=schemas.MessagesResponse, responses=_errors(400, 500))
     def messages(
         request: Request,
-        guid: Guid = None,
+        guid: Guid,
         conversation_id: Annotated[str | None, Query(description="`S:<user_id>` or `R:<room_id>`.")] = None,
         keyword: Annotated[
             str | None, Query(description="Case-insensitive substring of the message text, any length.")
@@ -145,11 +184,11 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         )
 
     @app.get("/api/rooms", response_model=schemas.RoomsResponse, responses=_errors(400, 500))
-    def rooms(request: Request, guid: Guid = None, page: PageNo = 1, limit: Limit = 20) -> Response:
+    def rooms(request: Request, guid: Guid, page: PageNo = 1, limit: Limit = 20) -> Response:
         return ok(request.app.state.queries.rooms(guid, page, limit))
 
     @app.get("/api/sync-status", response_model=schemas.SyncStatusResponse, responses=_errors(400, 404, 500))
-    def sync_status(request: Request, guid: Guid = None) -> Response:
+    def sync_status(request: Request, guid: Guid) -> Response:
         return ok(request.app.state.queries.sync_status(guid))
 
     @app.get("/healthz", include_in_schema=False)
