@@ -26,7 +26,7 @@ def test_every_fixture_is_stored_as_documented(store: Store) -> None:
     for name, rows in EXPECTED.items():
         data = fixture_json(name)["data"]
         items = data if isinstance(data, list) else [data]
-        for item, (conv, sender, direction, type_, sendtime) in zip(items, rows, strict=False):
+        for item, (conv, sender, direction, type_, _sendtime) in zip(items, rows, strict=False):
             m = stored[item["id"]]
             assert (m["conversation_id"], m["from"], m["direction"], m["type"]) == (conv, sender, direction, type_)
             assert m["sender_name"] == item["sender_name"]
