@@ -37,7 +37,13 @@ _EVENT_SCHEMA: dict[str, Any] = {
     "description": "A juhebot event. 11010 carries one message object in `data`, 11013 a list of them.",
     "required": ["guid", "notify_type"],
     "properties": {
-        "guid": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "\\S", "description": "Device GUID."},
+        "guid": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 256,
+            "pattern": "\\S",
+            "description": "Device GUID.",
+        },
         "notify_type": {
             "type": "integer",
             "minimum": 0,
