@@ -168,3 +168,13 @@ def test_counters_match_the_tables(store: Store) -> None:
     assert device is not None
     assert device.messages_count == store.messages(MessageQuery(device.id, start=0)).total
     assert device.contacts_count == store.contacts(device.id, None, 0, 1).total
+
+
+def test_personal_wechat_device(store: Store) -> None:
+    msg = {"from_username": "wxid_abc", "msg_type": 1, "content": "在吗", "new_msg_id": 991, "create_time": 1718000000}
+    assert feed(store, {"guid": "wx", "notify_type": 1010, "data": msg}).messages_added == 1
+    assert feed(store, {"guid": "wx", "notify_type": 1003, "data": {}}).status == "stored"
+    device = store.device("wx")
+    assert device is not None and device.state == "online" and device.messages_count == 1
+    (m,) = store.messages(MessageQuery(device.id, keyword="在")).items
+    assert (m["conversation_id"], m["type"], m["id"]) == ("S:wxid_abc", "text", "991")

@@ -137,3 +137,35 @@ def test_nul_and_lone_surrogates_are_made_storable() -> None:
     assert m is not None
     m.content.encode("utf-8")
     assert "\x00" not in m.content
+
+
+# --- personal WeChat (JUHEBOT.md §4.2) ---------------------------------------------------------
+
+
+def wechat_event(notify_type: int, data: object) -> str:
+    return json.dumps({"guid": "wx-device", "notify_type": notify_type, "data": data}, ensure_ascii=False)
+
+
+def test_wechat_private_and_room_messages() -> None:
+    private = {"from_username": "wxid_abc", "msg_type": 1, "content": "在吗", "new_msg_id": 991, "create_time": 1718000000}
+    room = {"from_username": "wxid_abc", "room_username": "123@chatroom", "msg_type": 3, "content": "<img/>"}
+    effects = normalize_event(parse_body(wechat_event(1011, [private, room])), None, 7)
+    assert effects.device_kind == "wechat"
+    a, b = effects.messages
+    assert (a.conversation, a.direction, a.type, a.content, a.dedup_key, a.sendtime) == (
+        "S:wxid_abc", "inbound", "text", "在吗", "id:991", 1718000000)
+    assert a.search_text == "在吗"
+    assert (b.conversation, b.type, b.search_text, b.sendtime) == ("R:123@chatroom", "image", None, 7)
+    assert b.dedup_key.startswith("h:")
+
+
+def test_wechat_numbering_applies_once_the_device_is_known_as_wechat() -> None:
+    login = parse_body(wechat_event(1003, {}))
+    assert normalize_event(login, None, 0, "wechat").device is not None  # WeChat: 1003 = login
+    enterprise = normalize_event(login, None, 0)
+    assert enterprise.device is None and enterprise.pulls  # WeCom: 1003 = room member removed
+
+
+def test_an_enterprise_1010_without_wechat_fields_is_only_journalled() -> None:
+    effects = normalize_event(parse_body(wechat_event(1010, {"x": 1})), None, 0)
+    assert effects.messages == [] and effects.device_kind is None

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from juhe_sync.ingest import msgtypes
+from juhe_sync.ingest import msgtypes, wechat
 from juhe_sync.ingest.envelope import BATCH_NEW_MSG, NEW_MSG, Event, canonical_json
 from juhe_sync.ingest.ids import clean_text, contact_type, int_or_none, norm_id
 
@@ -76,12 +76,21 @@ class Effects:
     #: Pulls this event asks for ("contacts", "room:<id>", "rooms", "full"); acted on by pull sync.
     pulls: list[str] = field(default_factory=list)
     skipped: int = 0
+    #: Set when this event shows the device is a personal-WeChat one.
+    device_kind: str | None = None
 
 
-def normalize_event(event: Event, account: str | None, received_at: int) -> Effects:
-    handler = _HANDLERS.get(event.notify_type, _other)
+def normalize_event(event: Event, account: str | None, received_at: int, kind: str = "wecom") -> Effects:
+    """``kind`` is the device's kind as known so far: ``wecom`` (enterprise) or ``wechat``."""
     effects = Effects()
-    handler(event, account, received_at, effects)
+    is_wechat_message = event.notify_type in (
+        wechat.NEW_MSG,
+        wechat.BATCH_NEW_MSG,
+    ) and wechat.looks_like_wechat(event.data)
+    if is_wechat_message and kind != "wechat":
+        effects.device_kind = kind = "wechat"
+    handlers = _WECHAT_HANDLERS if kind == "wechat" else _HANDLERS
+    handlers.get(event.notify_type, _other)(event, account, received_at, effects)
     return effects
 
 
@@ -109,7 +118,10 @@ def _add_message(data: dict[str, Any], account: str | None, received_at: int, ou
         if msg_type == msgtypes.REVOKE:
             out.revokes.append(referid)
         return
-    record = normalize_message(data, account, received_at)
+    _add_record(normalize_message(data, account, received_at), out)
+
+
+def _add_record(record: MessageRecord | None, out: Effects) -> None:
     if record is None:
         out.skipped += 1
         return
@@ -184,6 +196,48 @@ def normalize_message(data: dict[str, Any], account: str | None, received_at: in
         at_list=_at_list(data.get("at_list")),
         quote_content=_text(data.get("quote_content")),
         quote_appinfo=_text(data.get("quote_appinfo")),
+    )
+
+
+def _wechat_messages(event: Event, account: str | None, received_at: int, out: Effects) -> None:
+    items = event.data if isinstance(event.data, list) else [event.data]
+    for item in items:
+        _add_record(
+            normalize_wechat_message(item, account, received_at) if isinstance(item, dict) else None, out
+        )
+
+
+def normalize_wechat_message(
+    data: dict[str, Any], account: str | None, received_at: int
+) -> MessageRecord | None:
+    f = wechat.fields(data, account)
+    if f is None:
+        return None
+    content = _content(f["content"], msgtypes.TEXT if f["text_like"] else f["msg_type"])
+    room_id = f["room_id"]
+    conversation = "R:" + room_id if room_id is not None else "S:" + f["peer"]
+    return MessageRecord(
+        dedup_key=message_key(None, f["msg_id"], None, data),
+        msg_id=f["msg_id"],
+        seq=None,
+        appinfo=None,
+        conversation=conversation,
+        room_id=room_id,
+        sender=f["sender"],
+        receiver=f["receiver"],
+        sender_name=f["sender_name"],
+        direction="outbound" if f["outbound"] else "inbound",
+        msg_type=f["msg_type"],
+        type=f["type"],
+        content=content,
+        search_text=content if f["text_like"] else None,
+        sendtime=_sendtime(f["sendtime"], received_at),
+        flag=0,
+        send_flag=0,
+        content_type=None,
+        at_list=[],
+        quote_content=None,
+        quote_appinfo=None,
     )
 
 
@@ -320,4 +374,15 @@ _HANDLERS: dict[int, Callable[[Event, str | None, int, Effects], None]] = {
     11012: _state("verify"),
     2131: _state(None, "contacts"),
     **{nt: _room_change for nt in (1001, 1002, 1003, 1004, 1005, 1006, 1023, 2118)},
+}
+
+#: Personal-WeChat numbering (JUHEBOT.md §4.2): 1001-1006 are login events there, not room events.
+_WECHAT_HANDLERS: dict[int, Callable[[Event, str | None, int, Effects], None]] = {
+    wechat.NEW_MSG: _wechat_messages,
+    wechat.BATCH_NEW_MSG: _wechat_messages,
+    1002: _state("logging_in"),
+    1003: _state("online"),
+    1004: _state("offline"),
+    1040: _state(None, "contacts"),
+    1041: _state(None, "contacts"),
 }

@@ -21,6 +21,7 @@ _CORE_COMMON = (
     """CREATE TABLE devices (
         id {pk},
         guid TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL DEFAULT 'wecom',
         state TEXT NOT NULL DEFAULT 'unknown',
         account_id TEXT,
         account_name TEXT,

@@ -88,19 +88,21 @@ class Writer:
 
     # --- devices and journal ---------------------------------------------------------------
 
-    def ensure_device(self, conn: Conn, guid: str, now: int) -> tuple[int, str | None]:
-        row = conn.execute("SELECT id, account_id FROM devices WHERE guid = ?", (guid,)).fetchone()
+    def ensure_device(self, conn: Conn, guid: str, now: int) -> tuple[int, str | None, str]:
+        """(id, account id, kind) of the device, created on first sight."""
+        sql = "SELECT id, account_id, kind FROM devices WHERE guid = ?"
+        row = conn.execute(sql, (guid,)).fetchone()
         if row is None:
             conn.execute(
                 "INSERT INTO devices (guid, created_at) VALUES (?, ?) ON CONFLICT (guid) DO NOTHING",
                 (guid, iso_utc(now)),
             )
-            row = conn.execute("SELECT id, account_id FROM devices WHERE guid = ?", (guid,)).fetchone()
-        return int(row[0]), row[1]
+            row = conn.execute(sql, (guid,)).fetchone()
+        return int(row[0]), row[1], row[2]
 
     def ingest(self, conn: Conn, event: Event, raw: str, received_at: int) -> IngestOutcome:
         """Journal ``event`` and apply it. The caller commits; a duplicate changes nothing."""
-        device_id, account = self.ensure_device(conn, event.guid, received_at)
+        device_id, account, kind = self.ensure_device(conn, event.guid, received_at)
         row = conn.execute(
             "INSERT INTO journal (device_id, event_key, notify_type, received_at, body, status) "
             "VALUES (?, ?, ?, ?, ?, 'ok') ON CONFLICT (event_key) DO NOTHING RETURNING id",
@@ -113,7 +115,7 @@ class Writer:
             "UPDATE devices SET last_callback_time = ? WHERE id = ?", (iso_utc(received_at), device_id)
         )
         try:
-            effects = normalize_event(event, account, received_at)
+            effects = normalize_event(event, account, received_at, kind)
             with savepoint(conn, "apply_event"):
                 applied = self.apply(conn, device_id, effects, journal_id, replay=False)
         except Exception as exc:
@@ -130,8 +132,10 @@ class Writer:
     def replay_event(
         self, conn: Conn, journal_id: int, device_id: int, event: Event, received_at: int
     ) -> Applied:
-        account = conn.execute("SELECT account_id FROM devices WHERE id = ?", (device_id,)).fetchone()[0]
-        effects = normalize_event(event, account, received_at)
+        account, kind = conn.execute(
+            "SELECT account_id, kind FROM devices WHERE id = ?", (device_id,)
+        ).fetchone()
+        effects = normalize_event(event, account, received_at, kind)
         applied = self.apply(conn, device_id, effects, journal_id, replay=True)
         conn.execute("UPDATE journal SET status = 'ok', error = NULL WHERE id = ?", (journal_id,))
         return applied
@@ -142,6 +146,8 @@ class Writer:
         self, conn: Conn, device_id: int, effects: Effects, journal_id: int, *, replay: bool
     ) -> Applied:
         applied = Applied()
+        if effects.device_kind is not None:
+            conn.execute("UPDATE devices SET kind = ? WHERE id = ?", (effects.device_kind, device_id))
         if effects.device is not None:
             self._apply_device(conn, device_id, effects, replay=replay)
         for referid in effects.revokes:
