@@ -106,4 +106,15 @@ class Store(abc.ABC):
     def messages(self, query: MessageQuery) -> Page: ...
 
     @abc.abstractmethod
+    def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
+        """Take (or extend) the lease ``name`` for ``owner`` unless another owner holds it unexpired."""
+
+    @abc.abstractmethod
+    def release_lease(self, name: str, owner: str) -> None: ...
+
+    @abc.abstractmethod
+    def device_ids(self) -> list[tuple[int, str]]:
+        """(id, guid) of every device."""
+
+    @abc.abstractmethod
     def close(self) -> None: ...

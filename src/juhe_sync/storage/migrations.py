@@ -112,6 +112,11 @@ _CORE_COMMON = (
     "CREATE INDEX messages_device ON messages (device_id, id)",
     "CREATE INDEX messages_conversation ON messages (conversation_id, id)",
     "CREATE INDEX messages_msg_id ON messages (device_id, msg_id)",
+    """CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL
+    )""",
     """CREATE TABLE revocations (
         device_id BIGINT NOT NULL,
         msg_id TEXT NOT NULL,

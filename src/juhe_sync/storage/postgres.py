@@ -59,6 +59,9 @@ class PgConn:
 class PostgresDialect:
     extra_columns: tuple[str, ...] = ("grams",)
 
+    def is_transient(self, exc: BaseException) -> bool:
+        return isinstance(exc, _RETRYABLE)
+
     def extra_values(self, device_id: int, conversation_id: int, text: str | None) -> tuple[Any, ...]:
         return (None if text is None else search.grams(device_id, conversation_id, text),)
 

@@ -46,6 +46,9 @@ def sqlite_path(url: str) -> str:
 class SQLiteDialect:
     extra_columns: tuple[str, ...] = ()
 
+    def is_transient(self, exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+
     def extra_values(self, device_id: int, conversation_id: int, text: str | None) -> tuple[Any, ...]:
         return ()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -11,6 +12,7 @@ from juhe_sync.errors import InvalidParams
 from juhe_sync.ingest.envelope import Event
 from juhe_sync.storage import reads
 from juhe_sync.storage.base import Device, IngestOutcome, MessageQuery, Page, ProgressFn, ReplayStats, Store
+from juhe_sync.storage.leases import device_lease
 from juhe_sync.storage.writes import Writer, replay_chunk
 
 T = TypeVar("T")
@@ -36,21 +38,55 @@ class SQLStore(Store):
     def submit_event(self, event: Event, raw: str, received_at: int) -> Future[IngestOutcome]:
         return self.submit(lambda conn: self.writer.ingest(conn, event, raw, received_at))
 
+    def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
+        now = time.time()
+
+        def run(conn: Any) -> bool:
+            row = conn.execute(
+                "INSERT INTO leases (name, owner, expires_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at "
+                "WHERE leases.expires_at < ? OR leases.owner = excluded.owner RETURNING owner",
+                (name, owner, now + ttl, now),
+            ).fetchone()
+            return row is not None
+
+        return self.submit(run).result()
+
+    def release_lease(self, name: str, owner: str) -> None:
+        self.submit(
+            lambda conn: conn.execute("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
+        ).result()
+
+    def device_ids(self) -> list[tuple[int, str]]:
+        return self.read(
+            lambda c: [
+                (int(r[0]), r[1]) for r in c.execute("SELECT id, guid FROM devices ORDER BY id").fetchall()
+            ]
+        )
+
     def replay(self, guid: str | None = None, progress: ProgressFn | None = None) -> ReplayStats:
-        device_id: int | None = None
+        """Replay every device's journal, each under that device's work lease."""
         if guid is not None:
             found = self.device(guid)
             if found is None:
                 raise InvalidParams(f"unknown device {guid}")
-            device_id = found.id
+            devices = [(found.id, found.guid)]
+        else:
+            devices = self.device_ids()
         stats = ReplayStats()
+        for device_id, _ in devices:
+            with device_lease(self, device_id, "replay"):
+                self._replay_device(device_id, stats, progress)
+        return stats
+
+    def _replay_device(self, device_id: int, stats: ReplayStats, progress: ProgressFn | None) -> None:
         after = 0
         while True:
             last, done = self.submit(
                 lambda conn, after=after: replay_chunk(self.writer, conn, after, device_id, 200)
             ).result()
             if last is None:
-                return stats
+                return
             after = last
             for _, applied in done:
                 stats.events += 1

@@ -41,6 +41,10 @@ class Dialect(Protocol):
 
     def allocate_message_id(self, conn: Conn, sendtime: int) -> int: ...
 
+    def is_transient(self, exc: BaseException) -> bool:
+        """A lock wait, deadlock or lost connection: retry the transaction, never journal it as failed."""
+        ...
+
     def index_message(
         self, conn: Conn, message_id: int, device_id: int, conversation_id: int, text: str
     ) -> None: ...
@@ -119,6 +123,8 @@ class Writer:
             with savepoint(conn, "apply_event"):
                 applied = self.apply(conn, device_id, effects, journal_id, replay=False)
         except Exception as exc:
+            if self.dialect.is_transient(exc):
+                raise
             # Kept in the journal and acknowledged: the event is safe, and `replay` applies it
             # once the cause is fixed.
             log.exception("callback %s of %s journalled but not applied", journal_id, event.guid)
@@ -374,6 +380,8 @@ def replay_chunk(
             with savepoint(conn, "replay_event"):
                 applied = writer.replay_event(conn, journal_id, dev_id, parse_body(body), received_at)
         except Exception as exc:
+            if writer.dialect.is_transient(exc):
+                raise
             log.exception("replay of journal entry %s failed", journal_id)
             conn.execute(
                 "UPDATE journal SET status = 'failed', error = ? WHERE id = ?",
