@@ -58,22 +58,28 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Overrides JUHE_SYNC_HOST.", show_default=False)] = None,
     port: Annotated[int | None, typer.Option(help="Overrides JUHE_SYNC_PORT.", show_default=False)] = None,
     database_url: DatabaseUrl = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Overrides JUHE_SYNC_WORKERS.", show_default=False)
+    ] = None,
 ) -> None:
     """Run the HTTP service (callbacks and queries). Creates and migrates the database first."""
     import uvicorn
 
-    for name, value in (("HOST", host), ("PORT", port), ("DATABASE_URL", database_url)):
+    for name, value in (("HOST", host), ("PORT", port), ("DATABASE_URL", database_url), ("WORKERS", workers)):
         if value is not None:
             os.environ[f"JUHE_SYNC_{name}"] = str(value)
     settings = Settings()
     store = _open(settings)  # migrate once, before any request
     store.close()
-    console.print(f"juhe-sync on http://{settings.host}:{settings.port} ({settings.database_url})")
+    console.print(
+        f"juhe-sync on http://{settings.host}:{settings.port} ({settings.database_url}, {settings.workers} process(es))"
+    )
     uvicorn.run(
         "juhe_sync.web.app:app_from_env",
         factory=True,
         host=settings.host,
         port=settings.port,
+        workers=settings.workers,
         log_level=settings.log_level.lower(),
         access_log=False,
     )

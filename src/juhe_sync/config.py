@@ -22,6 +22,12 @@ class Settings(BaseSettings):
         "sqlite:///./juhe-sync.db",
         description="Where data lives: `sqlite:///relative/path.db`, `sqlite:////absolute/path.db` or `postgresql://user@host/db`.",
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Server processes `serve` runs. More than one wants PostgreSQL (see Deployment).",
+    )
     log_level: str = Field("info", description="Log level: `debug`, `info`, `warning` or `error`.")
     max_body_bytes: int = Field(
         16 * 1024 * 1024,

@@ -36,6 +36,8 @@ T = TypeVar("T")
 _STOP = object()
 #: Held while migrating, so that processes starting together migrate one at a time.
 _MIGRATION_LOCK = 7_260_415
+#: First key of the two-key advisory locks that serialise writes per device.
+_DEVICE_LOCK_SPACE = 7_260_416
 _RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure, psycopg.OperationalError)
 
 
@@ -81,10 +83,11 @@ class PostgresDialect:
 
 
 class _Job:
-    __slots__ = ("fn", "future")
+    __slots__ = ("fn", "future", "lock_key")
 
-    def __init__(self, fn: Callable[[Any], Any]):
+    def __init__(self, fn: Callable[[Any], Any], lock_key: str | None = None):
         self.fn = fn
+        self.lock_key = lock_key
         self.future: Future[Any] = Future()
 
 
@@ -110,10 +113,10 @@ class PostgresStore(SQLStore):
 
     # --- writes ----------------------------------------------------------------------------
 
-    def submit(self, fn: Callable[[Any], T]) -> Future[T]:
+    def submit(self, fn: Callable[[Any], T], lock_key: str | None = None) -> Future[T]:
         if self._closed:
             raise StorageError("the store is closed")
-        job = _Job(fn)
+        job = _Job(fn, lock_key)
         self._queue.put(job)
         return job.future
 
@@ -184,6 +187,10 @@ class PostgresStore(SQLStore):
         self, raw: psycopg.Connection[Any], jobs: list[_Job]
     ) -> list[tuple[_Job, Any, BaseException | None]]:
         conn = PgConn(raw)
+        # Every writer, in every process, takes the device locks of a batch in sorted order before
+        # touching a row: writes of one device are serialised and batches never deadlock.
+        for key in sorted({job.lock_key for job in jobs if job.lock_key is not None}):
+            conn.execute("SELECT pg_advisory_xact_lock(?, hashtext(?))", (_DEVICE_LOCK_SPACE, key))
         outcomes: list[tuple[_Job, Any, BaseException | None]] = []
         for job in jobs:
             conn.execute("SAVEPOINT job")

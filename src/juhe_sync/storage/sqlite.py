@@ -81,10 +81,11 @@ class SQLiteDialect:
 
 
 class _Job:
-    __slots__ = ("fn", "future")
+    __slots__ = ("fn", "future", "lock_key")
 
-    def __init__(self, fn: Callable[[sqlite3.Connection], Any]):
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any], lock_key: str | None = None):
         self.fn = fn
+        self.lock_key = lock_key
         self.future: Future[Any] = Future()
 
 
@@ -131,10 +132,10 @@ class SQLiteStore(SQLStore):
 
     # --- the writer ------------------------------------------------------------------------
 
-    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> Future[T]:
+    def submit(self, fn: Callable[[sqlite3.Connection], T], lock_key: str | None = None) -> Future[T]:
         if self._closed:
             raise StorageError("the store is closed")
-        job = _Job(fn)
+        job = _Job(fn, lock_key)
         self._queue.put(job)
         return job.future
 

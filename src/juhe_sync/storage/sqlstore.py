@@ -24,8 +24,12 @@ class SQLStore(Store):
     ilike = "LIKE"
 
     @abc.abstractmethod
-    def submit(self, fn: Callable[[Any], T]) -> Future[T]:
-        """Run ``fn(conn)`` in a write transaction; resolve after a durable commit."""
+    def submit(self, fn: Callable[[Any], T], lock_key: str | None = None) -> Future[T]:
+        """Run ``fn(conn)`` in a write transaction; resolve after a durable commit.
+
+        ``lock_key`` (a device GUID) names what the job writes; backends with concurrent writers
+        serialise jobs of the same key and take keys in one global order, so they never deadlock.
+        """
 
     @abc.abstractmethod
     def read(self, fn: Callable[[Any], T]) -> T:
@@ -36,7 +40,7 @@ class SQLStore(Store):
         """Messages matching ``query.keyword``, from the backend's search index."""
 
     def submit_event(self, event: Event, raw: str, received_at: int) -> Future[IngestOutcome]:
-        return self.submit(lambda conn: self.writer.ingest(conn, event, raw, received_at))
+        return self.submit(lambda conn: self.writer.ingest(conn, event, raw, received_at), event.guid)
 
     def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
         now = time.time()
@@ -74,16 +78,18 @@ class SQLStore(Store):
         else:
             devices = self.device_ids()
         stats = ReplayStats()
-        for device_id, _ in devices:
+        for device_id, device_guid in devices:
             with device_lease(self, device_id, "replay"):
-                self._replay_device(device_id, stats, progress)
+                self._replay_device(device_id, device_guid, stats, progress)
         return stats
 
-    def _replay_device(self, device_id: int, stats: ReplayStats, progress: ProgressFn | None) -> None:
+    def _replay_device(
+        self, device_id: int, guid: str, stats: ReplayStats, progress: ProgressFn | None
+    ) -> None:
         after = 0
         while True:
             last, done = self.submit(
-                lambda conn, after=after: replay_chunk(self.writer, conn, after, device_id, 200)
+                lambda conn, after=after: replay_chunk(self.writer, conn, after, device_id, 200), guid
             ).result()
             if last is None:
                 return
