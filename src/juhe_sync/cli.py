@@ -172,6 +172,34 @@ def replay(
 
 
 @app.command()
+def copy(
+    source: Annotated[str, typer.Option("--from", help="Database URL to copy from.")],
+    destination: Annotated[
+        str, typer.Option("--to", help="Database URL to copy into (created and migrated).")
+    ],
+) -> None:
+    """Copy a whole store, journal included, e.g. from SQLite to PostgreSQL. Resumable: run it again
+    after an interruption, or after the source received more data."""
+    from juhe_sync.storage.copy import copy_store, count_rows
+    from juhe_sync.storage.sqlstore import SQLStore
+
+    src = _open(_settings(source))
+    dst = _open(_settings(destination))
+    try:
+        assert isinstance(src, SQLStore) and isinstance(dst, SQLStore)
+        with _progress() as progress:
+            task = progress.add_task("copy", total=count_rows(src))
+            inserted = copy_store(src, dst, progress=lambda n: progress.advance(task, n))
+    except ApiError as exc:
+        console.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(2) from None
+    finally:
+        src.close()
+        dst.close()
+    console.print("copied " + ", ".join(f"{name} {n}" for name, n in inserted.items()))
+
+
+@app.command()
 def settings() -> None:
     """Print every setting as the README's Markdown table."""
     print(settings_table())

@@ -90,3 +90,20 @@ def test_import_from_stdin(database_url: str) -> None:
 def test_bad_database_url_is_a_clear_error(tmp_path: Path) -> None:
     out = run("migrate", database_url="mysql://nope")
     assert out.returncode == 2 and "cannot open" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_copy_command(database_url: str, tmp_path: Path) -> None:
+    file = jsonl(tmp_path / "callbacks.jsonl", callback_fixtures())
+    assert run("import", str(file), database_url=database_url).returncode == 0
+    target = f"sqlite:///{tmp_path / 'copy.db'}"
+    out = run("copy", "--from", database_url, "--to", target, database_url="sqlite:///unused.db")
+    assert out.returncode == 0, out.stderr
+    assert "copy" in out.stderr and "messages 11" in out.stderr
+    a, b = open_store(database_url), open_store(target)
+    try:
+        assert snapshot(a) == snapshot(b)
+    finally:
+        a.close()
+        b.close()
+    again = run("copy", "--from", database_url, "--to", target, database_url="sqlite:///unused.db")
+    assert again.returncode == 0 and "messages 0" in again.stderr

@@ -257,6 +257,9 @@ class PostgresStore(SQLStore):
         total = conn.execute(f"SELECT count(*) FROM messages WHERE {where}", params).fetchone()[0]
         return Page(reads.message_rows(conn, ids, query.ascending), int(total))
 
+    def after_copy(self) -> None:
+        self.submit(reset_sequences).result()
+
     def close(self) -> None:
         if self._closed:
             return
@@ -266,3 +269,11 @@ class PostgresStore(SQLStore):
         for thread in self._threads:
             thread.join()
         self.pool.close()
+
+
+def reset_sequences(conn: Any) -> None:
+    """Move serial sequences past ids inserted explicitly (by ``copy``)."""
+    for table in ("devices", "journal", "conversations"):
+        conn.execute(
+            f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), coalesce((SELECT max(id) FROM {table}), 0) + 1, false)"
+        )

@@ -39,6 +39,9 @@ class SQLStore(Store):
     def search_messages(self, conn: Any, query: MessageQuery, conversation_id: int | None) -> Page:
         """Messages matching ``query.keyword``, from the backend's search index."""
 
+    def after_copy(self) -> None:
+        """Hook for backends that must catch up after rows were inserted with explicit ids."""
+
     def submit_event(self, event: Event, raw: str, received_at: int) -> Future[IngestOutcome]:
         return self.submit(lambda conn: self.writer.ingest(conn, event, raw, received_at), event.guid)
 
