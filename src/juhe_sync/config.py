@@ -34,6 +34,10 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest callback body accepted, in bytes; larger bodies get 413.",
     )
+    bench_routes: bool = Field(
+        False,
+        description="Adds `POST /_bench/parse` (parses a callback like `/callback`, stores nothing): the HTTP-stack baseline of the benchmarks.",
+    )
     write_batch: int = Field(
         256, ge=1, le=10000, description="Most write jobs committed together in one group commit (SQLite)."
     )

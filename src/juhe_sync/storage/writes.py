@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
 from juhe_sync.ingest.envelope import Event
@@ -74,8 +74,13 @@ def savepoint(conn: Conn, name: str) -> Iterator[None]:
 
 
 def fingerprint(record: MessageRecord) -> str:
-    blob = json.dumps(asdict(record), ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha1(blob.encode("utf-8")).hexdigest()[:20]
+    """A digest of everything normalisation produced: replay rewrites a row only when it changes."""
+    blob = repr(astuple_shallow(record))
+    return hashlib.sha1(blob.encode("utf-8", "surrogatepass")).hexdigest()[:20]
+
+
+def astuple_shallow(record: MessageRecord) -> tuple[Any, ...]:
+    return tuple(getattr(record, f.name) for f in fields(record))
 
 
 @dataclass(slots=True)

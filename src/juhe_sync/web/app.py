@@ -197,6 +197,13 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     def sync_status(request: Request, guid: Guid) -> Response:
         return ok(request.app.state.queries.sync_status(guid))
 
+    if settings.bench_routes:
+
+        @app.post("/_bench/parse", include_in_schema=False)
+        async def bench_parse(request: Request) -> Response:
+            parse_body(await _read_body(request, settings.max_body_bytes))
+            return Response(_ACK, media_type="application/json")
+
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> Response:
         return json_response({"success": True})

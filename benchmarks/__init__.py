@@ -1,0 +1,1 @@
+"""Benchmarks for juhe-sync: a realistic data generator and an HTTP benchmark runner."""

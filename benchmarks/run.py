@@ -1,0 +1,298 @@
+"""juhe-sync benchmarks: ingest and queries over real HTTP against ``juhe-sync serve``.
+
+    ./dev bench                         # SQLite, 1 million messages (generated once, cached)
+    ./dev bench --messages 5000000      # 5 million
+    ./dev bench --postgres postgresql://postgres@127.0.0.1/juhe_bench
+
+Prints a table and writes benchmarks/results.json. Every figure is a median (p50) or p99 over
+repeated requests in this run; each search is put beside the same query as a plain LIKE scan over
+the same database, and callback ingest beside the same server's parse-only route (the HTTP-stack
+limit), both measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent))
+
+from benchmarks import datagen  # noqa: E402
+from juhe_sync.storage import reads  # noqa: E402
+from juhe_sync.storage.factory import open_store  # noqa: E402
+from juhe_sync.storage.sqlstore import SQLStore  # noqa: E402
+
+console = Console()
+SEED = 20261129
+
+
+# --- data -------------------------------------------------------------------------------------
+
+
+def prepare(url: str, total: int, fresh: bool) -> None:
+    store = open_store(url)
+    store.migrate()
+    try:
+        have = store.journal_size()
+        if have and not fresh:
+            console.print(f"using the data already in {url} ({have} journalled events)")
+            return
+        with Progress(
+            TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
+        ) as progress:
+            task = progress.add_task("load", total=total)
+            started = time.perf_counter()
+            stored = datagen.load(store, SEED, total, progress=lambda n: progress.advance(task, n))
+        took = time.perf_counter() - started
+        console.print(f"loaded {stored} messages in {took:.0f} s ({stored / took:,.0f} messages/s through the store)")
+    finally:
+        store.close()
+
+
+# --- server -----------------------------------------------------------------------------------
+
+
+class Server:
+    def __init__(self, url: str, port: int, log: Path):
+        env = {**os.environ, "JUHE_SYNC_DATABASE_URL": url, "JUHE_SYNC_PORT": str(port), "JUHE_SYNC_BENCH_ROUTES": "1",
+               "JUHE_SYNC_LOG_LEVEL": "warning"}  # fmt: skip
+        self.base = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "juhe_sync", "serve"], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.base + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("server did not start; see " + str(log))
+        self.peak_rss_mb = 0.0
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+        self._sampler.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.2):
+            self.peak_rss_mb = max(self.peak_rss_mb, self.rss_mb())
+
+    def rss_mb(self) -> float:
+        try:
+            text = Path(f"/proc/{self.proc.pid}/status").read_text()
+        except OSError:
+            return 0.0
+        match = re.search(r"VmRSS:\s+(\d+) kB", text)
+        return int(match.group(1)) / 1024 if match else 0.0
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+# --- measurements -----------------------------------------------------------------------------
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {
+        "p50_ms": round(statistics.median(ordered) * 1000, 3),
+        "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 3),
+        "n": len(ordered),
+    }
+
+
+def time_requests(client: httpx.Client, path: str, params: dict[str, Any], n: int) -> tuple[dict[str, float], Any]:
+    body = None
+    for _ in range(3):  # warm-up
+        body = client.get(path, params=params).json()
+    samples = []
+    for _ in range(n):
+        started = time.perf_counter()
+        r = client.get(path, params=params)
+        samples.append(time.perf_counter() - started)
+        assert r.status_code == 200, r.text
+    return percentiles(samples), body
+
+
+def wrk(base: str, path: str, mode: str, seconds: int, connections: int, run: str) -> dict[str, float]:
+    lua = ROOT / "wrk_callback.lua"
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(lua), base + path, "--", mode, run, "50"],
+        capture_output=True, text=True, timeout=seconds + 60,
+    )  # fmt: skip
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRK_JSON ")), None)
+    if line is None:
+        raise RuntimeError(out.stdout + out.stderr)
+    data = json.loads(line[len("WRK_JSON ") :])
+    rps = data["requests"] / (data["duration_us"] / 1e6)
+    return {
+        "requests_per_s": round(rps, 1),
+        "messages_per_s": round(rps * (50 if mode == "batch" else 1), 1),
+        "p50_ms": data["p50_us"] / 1000,
+        "p99_ms": data["p99_us"] / 1000,
+        "errors": data["errors"],
+        "non_2xx": data["non2xx"],
+    }
+
+
+def like_scan(store: SQLStore, device_id: int, keyword: str, runs: int = 3) -> dict[str, float]:
+    """The same search (page 1 + total) as a plain LIKE scan over the message text."""
+    op = "ILIKE" if store.ilike == "ILIKE" else "LIKE"
+    pattern = reads.like_pattern(keyword)
+    where = f"device_id = ? AND searchable = 1 AND content {op} ? ESCAPE '\\'"
+
+    def run(conn: Any) -> None:
+        conn.execute(f"SELECT id FROM messages WHERE {where} ORDER BY id DESC LIMIT 20", (device_id, pattern)).fetchall()
+        conn.execute(f"SELECT count(*) FROM messages WHERE {where}", (device_id, pattern)).fetchone()
+
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        store.read(run)
+        samples.append(time.perf_counter() - started)
+    return percentiles(samples)
+
+
+def biggest(store: SQLStore) -> tuple[int, str, str, int]:
+    """(device id, guid, busiest conversation, its size) of the device with most messages."""
+
+    def run(conn: Any) -> tuple[int, str, str, int]:
+        dev_id, guid = conn.execute("SELECT id, guid FROM devices ORDER BY messages_count DESC LIMIT 1").fetchone()
+        key, count = conn.execute(
+            "SELECT conv_key, message_count FROM conversations WHERE device_id = ? ORDER BY message_count DESC LIMIT 1",
+            (dev_id,),
+        ).fetchone()
+        return int(dev_id), guid, key, int(count)
+
+    return store.read(run)
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=1_000_000)
+    parser.add_argument("--postgres", metavar="URL", help="benchmark PostgreSQL at URL instead of SQLite")
+    parser.add_argument("--fresh", action="store_true", help="regenerate the data even if present")
+    parser.add_argument("--seconds", type=int, default=10, help="duration of each ingest run")
+    parser.add_argument("--repeat", type=int, default=200, help="timed requests per query")
+    parser.add_argument("--port", type=int, default=18070)
+    parser.add_argument("--output", type=Path, default=ROOT / "results.json")
+    args = parser.parse_args()
+
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is needed for the ingest runs: apt-get install wrk")
+    data_dir = ROOT / "data"
+    data_dir.mkdir(exist_ok=True)
+    url = args.postgres or f"sqlite:///{data_dir / f'bench-{args.messages}.db'}"
+    backend = "postgresql" if args.postgres else "sqlite"
+    prepare(url, args.messages, args.fresh)
+
+    store = open_store(url)
+    assert isinstance(store, SQLStore)
+    device_id, guid, conversation, conv_size = biggest(store)
+    results: dict[str, Any] = {
+        "backend": backend,
+        "messages": args.messages,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "device": {"guid": guid, "messages": store.device(guid).messages_count},  # type: ignore[union-attr]
+        "queries": {},
+        "search": {},
+        "ingest": {},
+    }
+    server = Server(url, args.port, data_dir / f"server-{backend}.log")
+    try:
+        with httpx.Client(base_url=server.base, timeout=120) as client:
+            q = results["queries"]
+            last_page = min(500, max(1, conv_size // 20))
+            plans = {
+                "conversation page 1": ("/api/messages", {"guid": guid, "conversation_id": conversation}),
+                f"conversation page {last_page}": (
+                    "/api/messages", {"guid": guid, "conversation_id": conversation, "page": last_page}),
+                "time range (one week)": (
+                    "/api/messages", {"guid": guid, "start_time": "2023-07-01", "end_time": "2023-07-07"}),
+                "device messages page 1": ("/api/messages", {"guid": guid}),
+                "contacts keyword": ("/api/contacts", {"guid": guid, "keyword": "王"}),
+                "rooms": ("/api/rooms", {"guid": guid}),
+                "sync-status": ("/api/sync-status", {"guid": guid}),
+            }  # fmt: skip
+            for name, (path, params) in plans.items():
+                q[name], _ = time_requests(client, path, params, args.repeat)
+            q["conversation page 1"]["conversation_size"] = conv_size
+
+            terms = dict(datagen.PLANTED)
+            terms["是"] = (0.17, "common")
+            for term, (_, rarity) in terms.items():
+                stats, body = time_requests(client, "/api/messages", {"guid": guid, "keyword": term}, args.repeat // 2)
+                baseline = like_scan(store, device_id, term)
+                total = body["data"]["total"]
+                results["search"][term] = {
+                    "rarity": rarity,
+                    "chars": len(term),
+                    "hits": total,
+                    "share_pct": round(100 * total / results["device"]["messages"], 3),
+                    **stats,
+                    "like_p50_ms": baseline["p50_ms"],
+                    "speedup": round(baseline["p50_ms"] / stats["p50_ms"], 1),
+                }
+        run = f"r{int(time.time())}"
+        ingest = results["ingest"]
+        ingest["http stack limit (parse only)"] = wrk(server.base, "/_bench/parse", "single", args.seconds, 16, run)
+        ingest["single 11010 callbacks"] = wrk(server.base, "/callback", "single", args.seconds, 16, run)
+        ingest["11013 batches of 50"] = wrk(server.base, "/callback", "batch", args.seconds, 16, run)
+        ingest["single vs http stack"] = round(
+            ingest["single 11010 callbacks"]["requests_per_s"] / ingest["http stack limit (parse only)"]["requests_per_s"], 3
+        )
+        results["server_peak_rss_mb"] = round(server.peak_rss_mb, 1)
+    finally:
+        server.stop()
+        store.close()
+    args.output.write_text(json.dumps(results, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    report(results)
+
+
+def report(results: dict[str, Any]) -> None:
+    console.print(f"\n[bold]juhe-sync benchmark[/bold]: {results['backend']}, {results['messages']:,} messages "
+                  f"(largest device {results['device']['messages']:,}), {results['machine']['cpus']} CPUs")  # fmt: skip
+    table = Table("query", "p50 ms", "p99 ms")
+    for name, r in results["queries"].items():
+        table.add_row(name, f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}")
+    console.print(table)
+    table = Table("keyword", "rarity", "hits", "share %", "p50 ms", "p99 ms", "LIKE p50 ms", "speed-up")
+    for term, r in results["search"].items():
+        table.add_row(term, r["rarity"], str(r["hits"]), f"{r['share_pct']:.2f}", f"{r['p50_ms']:.2f}",
+                      f"{r['p99_ms']:.2f}", f"{r['like_p50_ms']:.1f}", f"{r['speedup']}x")  # fmt: skip
+    console.print(table)
+    table = Table("ingest (16 connections)", "req/s", "messages/s", "p50 ms", "p99 ms", "errors")
+    for name, r in results["ingest"].items():
+        if isinstance(r, dict):
+            table.add_row(name, f"{r['requests_per_s']:,.0f}", f"{r['messages_per_s']:,.0f}", f"{r['p50_ms']:.1f}",
+                          f"{r['p99_ms']:.1f}", str(r["errors"] + r["non_2xx"]))  # fmt: skip
+    console.print(table)
+    console.print(f"single callbacks at {results['ingest']['single vs http stack']:.0%} of the HTTP-stack limit; "
+                  f"server peak RSS {results['server_peak_rss_mb']} MB")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
