@@ -173,6 +173,19 @@ def like_scan(store: SQLStore, device_id: int, keyword: str, runs: int = 3) -> d
     return percentiles(samples)
 
 
+def search_plan(store: SQLStore, device_id: int, keyword: str) -> dict[str, Any]:
+    """PostgreSQL: whether the planner serves the search from the GIN index (never a sequential scan)."""
+    if not hasattr(store, "search_plans"):
+        return {}
+    from juhe_sync.storage.base import MessageQuery
+
+    plans = store.search_plans(MessageQuery(device_id, keyword=keyword))
+    return {
+        "plan_uses_gin": all("messages_grams" in p for p in plans),
+        "plan_seq_scan": any("Seq Scan" in p for p in plans),
+    }
+
+
 def biggest(store: SQLStore) -> tuple[int, str, str, int]:
     """(device id, guid, busiest conversation, its size) of the device with most messages."""
 
@@ -247,6 +260,7 @@ def main() -> None:
                 stats, body = time_requests(client, "/api/messages", {"guid": guid, "keyword": term}, args.repeat // 2)
                 baseline = like_scan(store, device_id, term)
                 total = body["data"]["total"]
+                plan = search_plan(store, device_id, term)
                 results["search"][term] = {
                     "rarity": rarity,
                     "chars": len(term),
@@ -255,6 +269,7 @@ def main() -> None:
                     **stats,
                     "like_p50_ms": baseline["p50_ms"],
                     "speedup": round(baseline["p50_ms"] / stats["p50_ms"], 1),
+                    **plan,
                 }
         run = f"r{int(time.time())}"
         ingest = results["ingest"]

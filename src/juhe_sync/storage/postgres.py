@@ -237,15 +237,22 @@ class PostgresStore(SQLStore):
             raw.commit()
         return applied
 
-    def search_messages(self, conn: Any, query: MessageQuery, conversation_id: int | None) -> Page:
+    @staticmethod
+    def _search_where(query: MessageQuery, conversation_id: int | None) -> tuple[str, list[Any]]:
         assert query.keyword
         codes, verify = search.query_grams(query.device_id, conversation_id, query.keyword)
-        lo, hi = id_range(query.start, query.end)
-        where = "grams @> ?::bigint[] AND id BETWEEN ? AND ?"
-        params: list[Any] = [codes, lo, hi]
+        where = "grams @> ?::bigint[]"
+        params: list[Any] = [codes]
+        if query.start is not None or query.end is not None:
+            where += " AND id BETWEEN ? AND ?"
+            params += id_range(query.start, query.end)
         if verify:
             where += " AND strpos(lower(content), ?) > 0"
             params.append(search.fold(query.keyword))
+        return where, params
+
+    def search_messages(self, conn: Any, query: MessageQuery, conversation_id: int | None) -> Page:
+        where, params = self._search_where(query, conversation_id)
         order = "ASC" if query.ascending else "DESC"
         ids = [
             r[0]
@@ -256,6 +263,20 @@ class PostgresStore(SQLStore):
         ]
         total = conn.execute(f"SELECT count(*) FROM messages WHERE {where}", params).fetchone()[0]
         return Page(reads.message_rows(conn, ids, query.ascending), int(total))
+
+    def search_plans(self, query: MessageQuery) -> list[str]:
+        """EXPLAIN of the two statements a keyword search runs (page and total)."""
+        where, params = self._search_where(query, None)
+        sqls = [
+            (
+                f"SELECT id FROM messages WHERE {where} ORDER BY id DESC LIMIT ? OFFSET ?",
+                (*params, query.limit, 0),
+            ),
+            (f"SELECT count(*) FROM messages WHERE {where}", tuple(params)),
+        ]
+        return self.read(
+            lambda c: ["\n".join(r[0] for r in c.execute("EXPLAIN " + sql, p).fetchall()) for sql, p in sqls]
+        )
 
     def after_copy(self) -> None:
         self.submit(reset_sequences).result()
