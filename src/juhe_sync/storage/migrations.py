@@ -7,6 +7,9 @@ device first, so that a PostgreSQL deployment can partition or distribute by dev
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+from juhe_sync.timeutil import now_iso
 
 
 @dataclass(frozen=True)
@@ -148,3 +151,24 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
 )
+
+
+def apply_pending(conn: Any, dialect: str) -> list[str]:
+    """Apply the migrations ``conn`` lacks, in the caller's transaction; returns their names."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+    )
+    done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations").fetchall()}
+    applied = []
+    for migration in MIGRATIONS:
+        if migration.version in done:
+            continue
+        for statement in getattr(migration, dialect):
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+            (migration.version, migration.name, now_iso()),
+        )
+        applied.append(f"{migration.version} {migration.name}")
+    return applied

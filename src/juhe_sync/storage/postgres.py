@@ -26,7 +26,7 @@ from psycopg_pool import ConnectionPool
 from juhe_sync.errors import StorageError
 from juhe_sync.storage import reads, search
 from juhe_sync.storage.base import MessageQuery, Page
-from juhe_sync.storage.migrations import MIGRATIONS
+from juhe_sync.storage.migrations import apply_pending
 from juhe_sync.storage.sqlstore import SQLStore
 from juhe_sync.storage.writes import ID_LOW_MASK, ID_SHIFT, Writer, id_range
 
@@ -218,22 +218,7 @@ class PostgresStore(SQLStore):
         with psycopg.connect(self.conninfo, autocommit=False) as raw:
             conn = PgConn(raw)
             conn.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations "
-                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
-            )
-            done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations").fetchall()}
-            applied = []
-            for migration in MIGRATIONS:
-                if migration.version in done:
-                    continue
-                for statement in migration.postgresql:
-                    conn.execute(statement)
-                conn.execute(
-                    "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
-                    (migration.version, migration.name),
-                )
-                applied.append(f"{migration.version} {migration.name}")
+            applied = apply_pending(conn, "postgresql")
             raw.commit()
         return applied
 

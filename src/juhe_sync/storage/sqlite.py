@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from juhe_sync.errors import StorageError
 from juhe_sync.storage import reads, search
 from juhe_sync.storage.base import MessageQuery, Page
-from juhe_sync.storage.migrations import MIGRATIONS
+from juhe_sync.storage.migrations import apply_pending
 from juhe_sync.storage.sqlstore import SQLStore
 from juhe_sync.storage.writes import ID_LOW_MASK, ID_SHIFT, Writer, id_range
 
@@ -201,26 +201,7 @@ class SQLiteStore(SQLStore):
         return fn(self._reader())
 
     def migrate(self) -> list[str]:
-        def run(conn: sqlite3.Connection) -> list[str]:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations "
-                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-            )
-            done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
-            applied = []
-            for migration in MIGRATIONS:
-                if migration.version in done:
-                    continue
-                for statement in migration.sqlite:
-                    conn.execute(statement)
-                conn.execute(
-                    "INSERT INTO schema_migrations VALUES (?, ?, datetime('now'))",
-                    (migration.version, migration.name),
-                )
-                applied.append(f"{migration.version} {migration.name}")
-            return applied
-
-        return self.submit(run).result()
+        return self.submit(lambda conn: apply_pending(conn, "sqlite")).result()
 
     def search_messages(self, conn: Any, query: MessageQuery, conversation_id: int | None) -> Page:
         assert query.keyword
