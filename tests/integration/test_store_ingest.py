@@ -178,3 +178,39 @@ def test_personal_wechat_device(store: Store) -> None:
     assert device is not None and device.state == "online" and device.messages_count == 1
     (m,) = store.messages(MessageQuery(device.id, keyword="在")).items
     assert (m["conversation_id"], m["type"], m["id"]) == ("S:wxid_abc", "text", "991")
+
+
+def test_a_failed_apply_leaves_no_search_entries(store: Store, monkeypatch) -> None:
+    """Rows of a failed apply are rolled back, and so is anything held back for the search index."""
+    import juhe_sync.storage.writes as writes
+
+    real = writes.Writer.apply
+
+    def apply_then_fail(self, conn, device_id, effects, journal_id, **kw):
+        real(self, conn, device_id, effects, journal_id, **kw)
+        if effects.messages and "报价单" in effects.messages[0].content:
+            raise RuntimeError("bug after the rows were written")
+        return writes.Applied()
+
+    monkeypatch.setattr(writes.Writer, "apply", apply_then_fail)
+    futures = [
+        store.submit_event(*_event("callback_11010_text_private_inbound.json")),  # fails inside apply
+        store.submit_event(*_event("callback_11010_text_room.json")),  # same batch, succeeds
+    ]
+    assert [f.result().status for f in futures] == ["failed", "stored"]
+    monkeypatch.undo()
+    device = store.device(GUID)
+    assert device is not None
+    assert store.messages(MessageQuery(device.id, keyword="报价单")).total == 0
+    assert store.messages(MessageQuery(device.id, keyword="合同")).total == 1
+    assert store.messages(MessageQuery(device.id, keyword="便")).total == 0
+    store.replay()  # the fix is deployed: replay applies the journalled event
+    page = store.messages(MessageQuery(device.id, keyword="报价单"))
+    assert page.total == 1 and len(page.items) == 1
+
+
+def _event(name: str):
+    from juhe_sync.ingest.envelope import parse_body
+
+    text = fixture_text(name)
+    return parse_body(text), text, 1_718_100_000

@@ -64,6 +64,12 @@ class PostgresDialect:
     def is_transient(self, exc: BaseException) -> bool:
         return isinstance(exc, _RETRYABLE)
 
+    def mark(self) -> int:
+        return 0  # nothing is held back: grams are written with their rows
+
+    def rollback_to(self, mark: int) -> None:
+        pass
+
     def extra_values(self, device_id: int, conversation_id: int, text: str | None) -> tuple[Any, ...]:
         return (None if text is None else search.grams(device_id, conversation_id, text),)
 

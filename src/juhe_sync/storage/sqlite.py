@@ -63,21 +63,38 @@ class SQLiteDialect:
             return int(row[0]) + 1
         raise OverflowError(f"more than {ID_LOW_MASK + 1} messages in second {sendtime}")
 
+    # FTS5 flushes its pending index data to disk at every savepoint, and every job (and every
+    # ON CONFLICT statement) runs in one: indexing row by row wrote one tiny segment per message.
+    # So index operations wait in memory until the batch's jobs are done and are flushed together
+    # just before COMMIT, in one pass and in their original order.
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[str, tuple[Any, ...]]] = []
+
     def index_message(
         self, conn: Any, message_id: int, device_id: int, conversation_id: int, text: str
     ) -> None:
-        conn.execute(
-            "INSERT INTO message_fts (rowid, meta, uni, bi) VALUES (?, ?, ?, ?)",
-            (message_id, *search.document(device_id, conversation_id, text)),
-        )
+        self.pending.append((_FTS_INSERT, (message_id, *search.document(device_id, conversation_id, text))))
 
     def unindex_message(
         self, conn: Any, message_id: int, device_id: int, conversation_id: int, text: str
     ) -> None:
-        conn.execute(
-            "INSERT INTO message_fts (message_fts, rowid, meta, uni, bi) VALUES ('delete', ?, ?, ?, ?)",
-            (message_id, *search.document(device_id, conversation_id, text)),
-        )
+        self.pending.append((_FTS_DELETE, (message_id, *search.document(device_id, conversation_id, text))))
+
+    def mark(self) -> int:
+        return len(self.pending)
+
+    def rollback_to(self, mark: int) -> None:
+        del self.pending[mark:]
+
+    def flush(self, conn: sqlite3.Connection) -> None:
+        for sql, params in self.pending:
+            conn.execute(sql, params)
+        self.pending.clear()
+
+
+_FTS_INSERT = "INSERT INTO message_fts (rowid, meta, uni, bi) VALUES (?, ?, ?, ?)"
+_FTS_DELETE = "INSERT INTO message_fts (message_fts, rowid, meta, uni, bi) VALUES ('delete', ?, ?, ?, ?)"
 
 
 class _Job:
@@ -96,7 +113,8 @@ class SQLiteStore(SQLStore):
         parent = Path(self.path).parent
         parent.mkdir(parents=True, exist_ok=True)
         self.max_batch = max_batch
-        self.writer = Writer(SQLiteDialect())
+        self.dialect = SQLiteDialect()
+        self.writer = Writer(self.dialect)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
@@ -115,6 +133,8 @@ class SQLiteStore(SQLStore):
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA cache_size = -65536")
+        # Statement journals (savepoints, ON CONFLICT) and sorts stay in memory, not temp files.
+        conn.execute("PRAGMA temp_store = MEMORY")
         if readonly:
             conn.execute("PRAGMA query_only = 1")
         return conn
@@ -164,21 +184,27 @@ class SQLiteStore(SQLStore):
         conn = self._wconn
         jobs = [job for job in batch if job.future.set_running_or_notify_cancel()]
         outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+        pending = self.dialect.pending
+        pending.clear()
         try:
             conn.execute("BEGIN IMMEDIATE")
             for job in jobs:
+                mark = self.dialect.mark()
                 conn.execute("SAVEPOINT job")
                 try:
                     result = job.fn(conn)
                 except Exception as exc:
                     conn.execute("ROLLBACK TO SAVEPOINT job")
                     conn.execute("RELEASE SAVEPOINT job")
+                    self.dialect.rollback_to(mark)  # the job's index operations go with its rows
                     outcomes.append((job, None, exc))
                 else:
                     conn.execute("RELEASE SAVEPOINT job")
                     outcomes.append((job, result, None))
+            self.dialect.flush(conn)
             conn.execute("COMMIT")
         except Exception as exc:
+            pending.clear()
             log.exception("write transaction failed; %d jobs not committed", len(jobs))
             if conn.in_transaction:
                 try:

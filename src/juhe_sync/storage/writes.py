@@ -45,6 +45,14 @@ class Dialect(Protocol):
         """A lock wait, deadlock or lost connection: retry the transaction, never journal it as failed."""
         ...
 
+    def mark(self) -> int:
+        """Position of work the dialect holds back until commit (see :func:`savepoint`)."""
+        ...
+
+    def rollback_to(self, mark: int) -> None:
+        """Forget held-back work done after ``mark``: its savepoint was rolled back."""
+        ...
+
     def index_message(
         self, conn: Conn, message_id: int, device_id: int, conversation_id: int, text: str
     ) -> None: ...
@@ -62,13 +70,16 @@ def id_range(start: int | None, end: int | None) -> tuple[int, int]:
 
 
 @contextmanager
-def savepoint(conn: Conn, name: str) -> Iterator[None]:
+def savepoint(conn: Conn, name: str, dialect: Dialect) -> Iterator[None]:
+    """A savepoint that also rolls back whatever the dialect held back for commit time."""
+    mark = dialect.mark()
     conn.execute(f"SAVEPOINT {name}")
     try:
         yield
     except BaseException:
         conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
         conn.execute(f"RELEASE SAVEPOINT {name}")
+        dialect.rollback_to(mark)
         raise
     conn.execute(f"RELEASE SAVEPOINT {name}")
 
@@ -120,13 +131,11 @@ class Writer:
         if row is None:
             return IngestOutcome("duplicate")
         journal_id = int(row[0])
-        conn.execute(
-            "UPDATE devices SET last_callback_time = ? WHERE id = ?", (iso_utc(received_at), device_id)
-        )
+        seen_at = iso_utc(received_at)
         try:
             effects = normalize_event(event, account, received_at, kind)
-            with savepoint(conn, "apply_event"):
-                applied = self.apply(conn, device_id, effects, journal_id, replay=False)
+            with savepoint(conn, "apply_event", self.dialect):
+                applied = self.apply(conn, device_id, effects, journal_id, replay=False, seen_at=seen_at)
         except Exception as exc:
             if self.dialect.is_transient(exc):
                 raise
@@ -137,6 +146,7 @@ class Writer:
                 "UPDATE journal SET status = 'failed', error = ? WHERE id = ?",
                 (f"{type(exc).__name__}: {exc}"[:2000], journal_id),
             )
+            conn.execute("UPDATE devices SET last_callback_time = ? WHERE id = ?", (seen_at, device_id))
             return IngestOutcome("failed", journal_id)
         return IngestOutcome("stored", journal_id, applied.messages_added)
 
@@ -154,8 +164,16 @@ class Writer:
     # --- effects ---------------------------------------------------------------------------
 
     def apply(
-        self, conn: Conn, device_id: int, effects: Effects, journal_id: int, *, replay: bool
+        self,
+        conn: Conn,
+        device_id: int,
+        effects: Effects,
+        journal_id: int,
+        *,
+        replay: bool,
+        seen_at: str | None = None,
     ) -> Applied:
+        """Apply normalised effects; ``seen_at`` (live ingest) becomes the device's last callback time."""
         applied = Applied()
         if effects.device_kind is not None:
             conn.execute("UPDATE devices SET kind = ? WHERE id = ?", (effects.device_kind, device_id))
@@ -220,11 +238,13 @@ class Writer:
                     "OR (name_seen_at = ? AND name < ?))",
                     (seen.name, seen.seen_at, device_id, seen.user_id, seen.seen_at, seen.seen_at, seen.name),
                 )
-        if applied.messages_added or rooms_added or contacts_added:
+        if seen_at is not None or applied.messages_added or rooms_added or contacts_added:
+            # One statement per event for every device column that changes (a hot row under load).
             conn.execute(
                 "UPDATE devices SET messages_count = messages_count + ?, rooms_count = rooms_count + ?, "
-                "contacts_count = contacts_count + ? WHERE id = ?",
-                (applied.messages_added, rooms_added, contacts_added, device_id),
+                "contacts_count = contacts_count + ?, last_callback_time = coalesce(?, last_callback_time) "
+                "WHERE id = ?",
+                (applied.messages_added, rooms_added, contacts_added, seen_at, device_id),
             )
         return applied
 
@@ -278,24 +298,20 @@ class Writer:
         message_id: int | None = None,
     ) -> int | None:
         """Insert unless the device already has this message; returns the new id or ``None``."""
-        revoked = 0
-        if record.msg_id is not None:
-            hit = conn.execute(
-                "SELECT 1 FROM revocations WHERE device_id = ? AND msg_id = ?", (device_id, record.msg_id)
-            ).fetchone()
-            revoked = int(hit is not None)
         columns = _MESSAGE_COLUMNS + self.dialect.extra_columns
-        sql = (
-            f"INSERT INTO messages ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
-            "ON CONFLICT DO NOTHING RETURNING id"
+        # ``revoked``: a revoke may arrive before its message; the revocation row waits for it.
+        marks = ["?"] * len(columns)
+        marks[columns.index("revoked")] = (
+            "(SELECT count(*) FROM revocations WHERE device_id = ? AND msg_id = ?)"
         )
+        sql = f"INSERT INTO messages ({', '.join(columns)}) VALUES ({', '.join(marks)}) ON CONFLICT DO NOTHING RETURNING id"
         values = (
             device_id, conv_id, record.dedup_key, record.msg_id, record.seq, record.appinfo,
             record.sender, record.receiver, record.room_id, record.sender_name, record.direction,
             record.msg_type, record.type, record.content, int(record.search_text is not None),
             record.sendtime, record.flag, record.send_flag, record.content_type,
             json.dumps(record.at_list, ensure_ascii=False), record.quote_content, record.quote_appinfo,
-            revoked, journal_id, fingerprint(record),
+            device_id, record.msg_id, journal_id, fingerprint(record),
             *self.dialect.extra_values(device_id, conv_id, record.search_text),
         )  # fmt: skip
         for _ in range(8):
@@ -382,7 +398,7 @@ def replay_chunk(
     done: list[tuple[int, Applied | None]] = []
     for journal_id, dev_id, body, received_at in rows:
         try:
-            with savepoint(conn, "replay_event"):
+            with savepoint(conn, "replay_event", writer.dialect):
                 applied = writer.replay_event(conn, journal_id, dev_id, parse_body(body), received_at)
         except Exception as exc:
             if writer.dialect.is_transient(exc):
