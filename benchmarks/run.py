@@ -46,7 +46,24 @@ SEED = 20261129
 # --- data -------------------------------------------------------------------------------------
 
 
+def wipe(url: str) -> None:
+    """Remove the benchmark's own data: the SQLite files, or juhe-sync's tables in the bench database."""
+    if url.startswith("sqlite:"):
+        path = Path(url[len("sqlite:///") :])
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return
+    import psycopg
+
+    tables = "schema_migrations, leases, revocations, messages, conversations, rooms, contacts, journal, devices"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {tables} CASCADE")
+        conn.execute("DROP SEQUENCE IF EXISTS message_id_low")
+
+
 def prepare(url: str, total: int, fresh: bool) -> None:
+    if fresh:
+        wipe(url)
     store = open_store(url)
     store.migrate()
     try:
@@ -207,7 +224,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--postgres", metavar="URL", help="benchmark PostgreSQL at URL instead of SQLite")
-    parser.add_argument("--fresh", action="store_true", help="regenerate the data even if present")
+    parser.add_argument("--fresh", action="store_true", help="delete and regenerate the benchmark data")
     parser.add_argument("--seconds", type=int, default=10, help="duration of each ingest run")
     parser.add_argument("--repeat", type=int, default=200, help="timed requests per query")
     parser.add_argument("--port", type=int, default=18070)
