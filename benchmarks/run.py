@@ -267,6 +267,10 @@ def main() -> None:
                 "rooms": ("/api/rooms", {"guid": guid}),
                 "sync-status": ("/api/sync-status", {"guid": guid}),
             }  # fmt: skip
+            deep = client.get("/api/messages", params={**plans["conversation page 1"][1], "page": last_page}).json()
+            if deep["data"]["next_cursor"]:
+                plans[f"conversation cursor after page {last_page}"] = (
+                    "/api/messages", {"guid": guid, "conversation_id": conversation, "cursor": deep["data"]["next_cursor"]})
             for name, (path, params) in plans.items():
                 q[name], _ = time_requests(client, path, params, args.repeat)
             q["conversation page 1"]["conversation_size"] = conv_size

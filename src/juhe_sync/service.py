@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 from typing import Any
 
@@ -23,7 +25,27 @@ def require_guid(guid: str | None) -> str:
 
 
 def _page_data(key: str, page: Page, page_no: int, limit: int) -> dict[str, Any]:
-    return {key: page.items, "total": page.total, "page": page_no, "limit": limit}
+    next_cursor = None if page.next_key is None else encode_cursor(key, page.next_key)
+    return {key: page.items, "total": page.total, "page": page_no, "limit": limit, "next_cursor": next_cursor}
+
+
+def encode_cursor(kind: str, key: Any) -> str:
+    """An opaque keyset cursor: where the next page of ``kind`` starts."""
+    raw = json.dumps([kind, key], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(kind: str, cursor: str | None, key_type: type) -> Any:
+    if cursor is None or cursor == "":
+        return None
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        got_kind, key = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+    except (ValueError, TypeError, UnicodeError):
+        raise InvalidParams("cursor is not valid: pass the next_cursor of a previous page") from None
+    if got_kind != kind or type(key) is not key_type:
+        raise InvalidParams("cursor is not valid: pass the next_cursor of a previous page")
+    return key
 
 
 class QueryService:
@@ -33,18 +55,22 @@ class QueryService:
     def _device(self, guid: str | None) -> Device | None:
         return self.store.device(require_guid(guid))
 
-    def contacts(self, guid: str | None, page: int, limit: int, keyword: str | None) -> dict[str, Any]:
+    def contacts(
+        self, guid: str | None, page: int, limit: int, keyword: str | None, cursor: str | None = None
+    ) -> dict[str, Any]:
+        after = decode_cursor("contacts", cursor, str)
         device = self._device(guid)
         result = Page()
         if device is not None:
-            result = self.store.contacts(device.id, keyword or None, (page - 1) * limit, limit)
+            result = self.store.contacts(device.id, keyword or None, (page - 1) * limit, limit, after)
         return _page_data("contacts", result, page, limit)
 
-    def rooms(self, guid: str | None, page: int, limit: int) -> dict[str, Any]:
+    def rooms(self, guid: str | None, page: int, limit: int, cursor: str | None = None) -> dict[str, Any]:
+        after = decode_cursor("rooms", cursor, str)
         device = self._device(guid)
         result = Page()
         if device is not None:
-            result = self.store.rooms(device.id, (page - 1) * limit, limit)
+            result = self.store.rooms(device.id, (page - 1) * limit, limit, after)
         return _page_data("rooms", result, page, limit)
 
     def messages(
@@ -58,8 +84,10 @@ class QueryService:
         page: int,
         limit: int,
         order: str,
+        cursor: str | None = None,
     ) -> dict[str, Any]:
         guid = require_guid(guid)
+        after = decode_cursor("messages", cursor, int)
         if conversation_id is not None and conversation_id != "" and not _CONVERSATION.match(conversation_id):
             raise InvalidParams("conversation_id must be S:<user_id> or R:<room_id>")
         start = _time_bound("start_time", start_time, end=False)
@@ -79,6 +107,7 @@ class QueryService:
                     offset=(page - 1) * limit,
                     limit=limit,
                     ascending=order == "asc",
+                    after=after,
                 )
             )
         return _page_data("messages", result, page, limit)

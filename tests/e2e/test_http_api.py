@@ -65,12 +65,15 @@ def test_callbacks_and_every_query(client: httpx.Client) -> None:
     r = client.get("/api/contacts", params={"guid": GUID, "keyword": "张"})
     assert r.json() == {"success": True, "data": {"contacts": [
         {"id": "7881300000001234", "name": "张伟", "remark": None, "avatar": None, "type": "external"}],
-        "total": 1, "page": 1, "limit": 20}}
+        "total": 1, "page": 1, "limit": 20, "next_cursor": None}}
     assert client.get("/api/contacts", params={"guid": GUID}).json()["data"]["total"] == 4
 
     r = client.get("/api/rooms", params={"guid": GUID, "limit": 1})
-    assert r.json()["data"] == {"rooms": [{"id": "R:10696052788813579", "name": None, "owner": None,
-                                           "member_count": None, "avatar": None}], "total": 2, "page": 1, "limit": 1}
+    data = r.json()["data"]
+    assert data["rooms"] == [{"id": "R:10696052788813579", "name": None, "owner": None, "member_count": None, "avatar": None}]
+    assert (data["total"], data["page"], data["limit"]) == (2, 1, 1) and data["next_cursor"]
+    r = client.get("/api/rooms", params={"guid": GUID, "limit": 1, "cursor": data["next_cursor"]})
+    assert [room["id"] for room in r.json()["data"]["rooms"]] == ["R:10772491266604821"]
 
     status = client.get("/api/sync-status", params={"guid": GUID}).json()["data"]
     assert (status["contacts_count"], status["messages_count"], status["rooms_count"]) == (4, 11, 2)

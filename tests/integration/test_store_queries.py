@@ -155,3 +155,68 @@ def test_contacts_keyword(store: Store) -> None:
     assert names("_") == ["50%_off"]
     assert names("nobody") == []
     assert store.contacts(device.id, None, 2, 1).total == 4
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {},
+        {"order": "asc"},
+        {"keyword": "的"},
+        {"keyword": "ab", "order": "asc"},
+        {"conversation_id": "R:" + ROOMS[0]},
+        {"start_time": "2024-06-10T06:23:20Z", "end_time": "2024-06-10T06:53:20Z"},
+    ],
+)
+def test_cursor_walks_every_row_once_in_order(store: Store, corpus: list[dict], filters: dict) -> None:
+    from juhe_sync.service import QueryService
+
+    service = QueryService(store)
+    args = {"conversation_id": None, "keyword": None, "start_time": None, "end_time": None, "order": "desc"}
+    args.update(filters)
+    everything = service.messages(GUID, page=1, limit=100, **args)
+    expected = []
+    for page in range(1, everything["total"] // 100 + 2):
+        expected += service.messages(GUID, page=page, limit=100, **args)["messages"]
+    assert len(expected) == everything["total"]
+    walked, cursor, pages = [], None, 0
+    while True:
+        data = service.messages(GUID, page=1, limit=7, cursor=cursor, **args)
+        assert data["total"] == everything["total"]
+        walked += data["messages"]
+        pages += 1
+        cursor = data["next_cursor"]
+        if cursor is None:
+            break
+    assert [m["appinfo"] for m in walked] == [m["appinfo"] for m in expected]
+    assert pages == len(expected) // 7 + 1
+
+
+def test_contacts_and_rooms_cursors(store: Store, corpus: list[dict]) -> None:
+    from juhe_sync.service import QueryService
+
+    service = QueryService(store)
+    for kind in ("contacts", "rooms"):
+        fetch = getattr(service, kind)
+        full = fetch(GUID, 1, 100, *([None] if kind == "contacts" else []))
+        walked, cursor = [], None
+        while True:
+            data = fetch(GUID, 1, 1, *([None] if kind == "contacts" else []), cursor=cursor)
+            walked += data[kind]
+            cursor = data["next_cursor"]
+            if cursor is None:
+                break
+        assert walked == full[kind] and len(walked) == full["total"] >= 2
+
+
+@pytest.mark.parametrize("cursor", ["garbage", "!!!", "W10", "eyJhIjoxfQ"])
+def test_bad_cursors_are_invalid_params(store: Store, corpus: list[dict], cursor: str) -> None:
+    from juhe_sync.errors import InvalidParams
+    from juhe_sync.service import QueryService, encode_cursor
+
+    service = QueryService(store)
+    args = {"conversation_id": None, "keyword": None, "start_time": None, "end_time": None, "order": "desc"}
+    with pytest.raises(InvalidParams):
+        service.messages(GUID, page=1, limit=5, cursor=cursor, **args)
+    with pytest.raises(InvalidParams):  # a rooms cursor is not a messages cursor
+        service.messages(GUID, page=1, limit=5, cursor=encode_cursor("rooms", "x"), **args)

@@ -40,6 +40,8 @@ class MessageQuery:
     offset: int = 0
     limit: int = 20
     ascending: bool = False
+    #: Keyset pagination: only messages after this internal id (in the query's order); wins over offset.
+    after: int | None = None
 
 
 @dataclass(slots=True)
@@ -62,6 +64,8 @@ class Device:
 class Page:
     items: list[dict[str, Any]] = field(default_factory=list)
     total: int = 0
+    #: Key of the last item when the page is full (the next page starts after it), else None.
+    next_key: Any = None
 
 
 ProgressFn = Callable[[int], None]
@@ -97,10 +101,12 @@ class Store(abc.ABC):
     def device(self, guid: str) -> Device | None: ...
 
     @abc.abstractmethod
-    def contacts(self, device_id: int, keyword: str | None, offset: int, limit: int) -> Page: ...
+    def contacts(
+        self, device_id: int, keyword: str | None, offset: int, limit: int, after: str | None = None
+    ) -> Page: ...
 
     @abc.abstractmethod
-    def rooms(self, device_id: int, offset: int, limit: int) -> Page: ...
+    def rooms(self, device_id: int, offset: int, limit: int, after: str | None = None) -> Page: ...
 
     @abc.abstractmethod
     def messages(self, query: MessageQuery) -> Page: ...

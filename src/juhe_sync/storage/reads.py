@@ -30,7 +30,24 @@ def like_pattern(keyword: str) -> str:
     return f"%{escaped}%"
 
 
-def contacts(conn: Conn, device_id: int, keyword: str | None, offset: int, limit: int, ilike: str) -> Page:
+def keyset(
+    where: str, params: list[Any], column: str, after: Any, ascending: bool = True
+) -> tuple[str, list[Any]]:
+    """The page's condition: ``where`` plus "after the cursor" when there is one."""
+    if after is None:
+        return where, params
+    return f"{where} AND {column} {'>' if ascending else '<'} ?", [*params, after]
+
+
+def contacts(
+    conn: Conn,
+    device_id: int,
+    keyword: str | None,
+    offset: int,
+    limit: int,
+    ilike: str,
+    after: str | None = None,
+) -> Page:
     where = "device_id = ?"
     params: list[Any] = [device_id]
     if keyword:
@@ -38,26 +55,28 @@ def contacts(conn: Conn, device_id: int, keyword: str | None, offset: int, limit
         where += f" AND (name {ilike} ? ESCAPE '\\' OR remark {ilike} ? ESCAPE '\\')"
         params += [pattern, pattern]
     total = conn.execute(f"SELECT count(*) FROM contacts WHERE {where}", params).fetchone()[0]
+    page_where, page_params = keyset(where, params, "user_id", after)
     rows = conn.execute(
-        f"SELECT user_id, name, remark, avatar, type FROM contacts WHERE {where} "
+        f"SELECT user_id, name, remark, avatar, type FROM contacts WHERE {page_where} "
         "ORDER BY user_id LIMIT ? OFFSET ?",
-        (*params, limit, offset),
+        (*page_params, limit, 0 if after is not None else offset),
     ).fetchall()
     items = [{"id": r[0], "name": r[1], "remark": r[2], "avatar": r[3], "type": r[4]} for r in rows]
-    return Page(items, int(total))
+    return Page(items, int(total), rows[-1][0] if len(rows) == limit else None)
 
 
-def rooms(conn: Conn, device_id: int, offset: int, limit: int) -> Page:
+def rooms(conn: Conn, device_id: int, offset: int, limit: int, after: str | None = None) -> Page:
     total = conn.execute("SELECT rooms_count FROM devices WHERE id = ?", (device_id,)).fetchone()[0]
+    where, params = keyset("device_id = ?", [device_id], "room_id", after)
     rows = conn.execute(
-        "SELECT room_id, name, owner, member_count, avatar FROM rooms WHERE device_id = ? "
+        f"SELECT room_id, name, owner, member_count, avatar FROM rooms WHERE {where} "
         "ORDER BY room_id LIMIT ? OFFSET ?",
-        (device_id, limit, offset),
+        (*params, limit, 0 if after is not None else offset),
     ).fetchall()
     items = [
         {"id": "R:" + r[0], "name": r[1], "owner": r[2], "member_count": r[3], "avatar": r[4]} for r in rows
     ]
-    return Page(items, int(total))
+    return Page(items, int(total), rows[-1][0] if len(rows) == limit else None)
 
 
 def conversation_id(conn: Conn, device_id: int, key: str) -> tuple[int, int] | None:
@@ -101,17 +120,26 @@ def messages_plain(conn: Conn, q: MessageQuery) -> Page:
         where += " AND id BETWEEN ? AND ?"
         params += [lo, hi]
     order = "ASC" if q.ascending else "DESC"
+    page_where, page_params = keyset(where, params, "id", q.after, q.ascending)
     ids = [
         r[0]
         for r in conn.execute(
-            f"SELECT id FROM messages WHERE {where} ORDER BY id {order} LIMIT ? OFFSET ?",
-            (*params, q.limit, q.offset),
+            f"SELECT id FROM messages WHERE {page_where} ORDER BY id {order} LIMIT ? OFFSET ?",
+            (*page_params, q.limit, page_offset(q)),
         ).fetchall()
     ]
     total = known_total
     if total is None:
         total = conn.execute(f"SELECT count(*) FROM messages WHERE {where}", params).fetchone()[0]
-    return Page(message_rows(conn, ids, q.ascending), int(total))
+    return message_page(conn, ids, q, int(total))
+
+
+def page_offset(q: MessageQuery) -> int:
+    return 0 if q.after is not None else q.offset
+
+
+def message_page(conn: Conn, ids: list[int], q: MessageQuery, total: int) -> Page:
+    return Page(message_rows(conn, ids, q.ascending), total, ids[-1] if len(ids) == q.limit else None)
 
 
 def _message(r: Any) -> dict[str, Any]:

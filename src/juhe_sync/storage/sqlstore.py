@@ -122,11 +122,13 @@ class SQLStore(Store):
     def device(self, guid: str) -> Device | None:
         return self.read(lambda c: reads.device(c, guid))
 
-    def contacts(self, device_id: int, keyword: str | None, offset: int, limit: int) -> Page:
-        return self.read(lambda c: reads.contacts(c, device_id, keyword, offset, limit, ilike=self.ilike))
+    def contacts(
+        self, device_id: int, keyword: str | None, offset: int, limit: int, after: str | None = None
+    ) -> Page:
+        return self.read(lambda c: reads.contacts(c, device_id, keyword, offset, limit, self.ilike, after))
 
-    def rooms(self, device_id: int, offset: int, limit: int) -> Page:
-        return self.read(lambda c: reads.rooms(c, device_id, offset, limit))
+    def rooms(self, device_id: int, offset: int, limit: int, after: str | None = None) -> Page:
+        return self.read(lambda c: reads.rooms(c, device_id, offset, limit, after))
 
     def messages(self, query: MessageQuery) -> Page:
         def run(conn: Any) -> Page:

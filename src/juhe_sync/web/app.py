@@ -30,6 +30,12 @@ _ACK = b'{"success":true,"message":"Callback processed"}'
 Guid = Annotated[str, Query(min_length=1, description="Device GUID.")]
 PageNo = Annotated[int, Query(ge=1, le=1_000_000_000, description="Page number, from 1.")]
 Limit = Annotated[int, Query(ge=1, le=100, description="Items per page, 1-100.")]
+Cursor = Annotated[
+    str | None,
+    Query(
+        description="`next_cursor` of the previous page: keyset pagination at constant cost (page is then ignored)."
+    ),
+]
 
 
 _EVENT_SCHEMA: dict[str, Any] = {
@@ -153,8 +159,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         keyword: Annotated[
             str | None, Query(description="Case-insensitive substring of name or remark.")
         ] = None,
+        cursor: Cursor = None,
     ) -> Response:
-        return ok(request.app.state.queries.contacts(guid, page, limit, keyword))
+        return ok(request.app.state.queries.contacts(guid, page, limit, keyword, cursor))
 
     @app.get("/api/messages", response_model=schemas.MessagesResponse, responses=_errors(400, 500))
     def messages(
@@ -175,6 +182,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         order: Annotated[
             Literal["desc", "asc"], Query(description="`desc` (newest first) or `asc`.")
         ] = "desc",
+        cursor: Cursor = None,
     ) -> Response:
         return ok(
             request.app.state.queries.messages(
@@ -186,12 +194,15 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
                 page=page,
                 limit=limit,
                 order=order,
+                cursor=cursor,
             )
         )
 
     @app.get("/api/rooms", response_model=schemas.RoomsResponse, responses=_errors(400, 500))
-    def rooms(request: Request, guid: Guid, page: PageNo = 1, limit: Limit = 20) -> Response:
-        return ok(request.app.state.queries.rooms(guid, page, limit))
+    def rooms(
+        request: Request, guid: Guid, page: PageNo = 1, limit: Limit = 20, cursor: Cursor = None
+    ) -> Response:
+        return ok(request.app.state.queries.rooms(guid, page, limit, cursor))
 
     @app.get("/api/sync-status", response_model=schemas.SyncStatusResponse, responses=_errors(400, 404, 500))
     def sync_status(request: Request, guid: Guid) -> Response:

@@ -26,11 +26,15 @@ class Contact(BaseModel):
     type: str = Field(description="`internal` (a colleague in the account's corp) or `external`.")
 
 
+_NEXT = "Pass as `cursor` to get the next page at constant cost; null on the last page."
+
+
 class ContactsData(BaseModel):
     contacts: list[Contact]
     total: int
     page: int
     limit: int
+    next_cursor: str | None = Field(description=_NEXT)
 
 
 class ContactsResponse(BaseModel):
@@ -62,6 +66,7 @@ class MessagesData(BaseModel):
     total: int
     page: int
     limit: int
+    next_cursor: str | None = Field(description=_NEXT)
 
 
 class MessagesResponse(BaseModel):
@@ -82,6 +87,7 @@ class RoomsData(BaseModel):
     total: int
     page: int
     limit: int
+    next_cursor: str | None = Field(description=_NEXT)
 
 
 class RoomsResponse(BaseModel):
