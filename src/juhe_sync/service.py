@@ -21,7 +21,14 @@ _ONLINE = {"online": True, "offline": False, "logging_in": False, "verify": Fals
 def require_guid(guid: str | None) -> str:
     if guid is None or not guid.strip():
         raise InvalidParams("guid is required")
-    return guid.strip()
+    return text_param("guid", guid).strip()
+
+
+def text_param(name: str, value: str | None) -> str | None:
+    """Query text as the stores can take it: PostgreSQL refuses NUL characters, so they are a 400."""
+    if value is not None and "\x00" in value:
+        raise InvalidParams(f"{name} must not contain NUL characters")
+    return value
 
 
 def _page_data(key: str, page: Page, page_no: int, limit: int) -> dict[str, Any]:
@@ -59,6 +66,7 @@ class QueryService:
         self, guid: str | None, page: int, limit: int, keyword: str | None, cursor: str | None = None
     ) -> dict[str, Any]:
         after = decode_cursor("contacts", cursor, str)
+        keyword = text_param("keyword", keyword)
         device = self._device(guid)
         result = Page()
         if device is not None:
@@ -88,6 +96,8 @@ class QueryService:
     ) -> dict[str, Any]:
         guid = require_guid(guid)
         after = decode_cursor("messages", cursor, int)
+        keyword = text_param("keyword", keyword)
+        conversation_id = text_param("conversation_id", conversation_id)
         if conversation_id is not None and conversation_id != "" and not _CONVERSATION.match(conversation_id):
             raise InvalidParams("conversation_id must be S:<user_id> or R:<room_id>")
         start = _time_bound("start_time", start_time, end=False)
