@@ -244,17 +244,7 @@ class PostgresStore(SQLStore):
 
     def search_messages(self, conn: Any, query: MessageQuery, conversation_id: int | None) -> Page:
         where, params = self._search_where(query, conversation_id)
-        order = "ASC" if query.ascending else "DESC"
-        page_where, page_params = reads.keyset(where, params, "id", query.after, query.ascending)
-        ids = [
-            r[0]
-            for r in conn.execute(
-                f"SELECT id FROM messages WHERE {page_where} ORDER BY id {order} LIMIT ? OFFSET ?",
-                (*page_params, query.limit, reads.page_offset(query)),
-            ).fetchall()
-        ]
-        total = conn.execute(f"SELECT count(*) FROM messages WHERE {where}", params).fetchone()[0]
-        return reads.message_page(conn, ids, query, int(total))
+        return reads.message_page(conn, "messages", "id", where, params, query)
 
     def search_plans(self, query: MessageQuery) -> list[str]:
         """EXPLAIN of the two statements a keyword search runs (page and total)."""

@@ -119,27 +119,27 @@ def messages_plain(conn: Conn, q: MessageQuery) -> Page:
     if bounded:
         where += " AND id BETWEEN ? AND ?"
         params += [lo, hi]
+    return message_page(conn, "messages", "id", where, params, q, known_total)
+
+
+def message_page(
+    conn: Conn, table: str, key: str, where: str, params: list[Any], q: MessageQuery, total: int | None = None
+) -> Page:
+    """One page of messages: ids in time order from ``table`` (by offset or after the cursor),
+    the total of the whole query (unless already known), then the rows."""
     order = "ASC" if q.ascending else "DESC"
-    page_where, page_params = keyset(where, params, "id", q.after, q.ascending)
+    page_where, page_params = keyset(where, params, key, q.after, q.ascending)
     ids = [
         r[0]
         for r in conn.execute(
-            f"SELECT id FROM messages WHERE {page_where} ORDER BY id {order} LIMIT ? OFFSET ?",
-            (*page_params, q.limit, page_offset(q)),
+            f"SELECT {key} FROM {table} WHERE {page_where} ORDER BY {key} {order} LIMIT ? OFFSET ?",
+            (*page_params, q.limit, 0 if q.after is not None else q.offset),
         ).fetchall()
     ]
-    total = known_total
     if total is None:
-        total = conn.execute(f"SELECT count(*) FROM messages WHERE {where}", params).fetchone()[0]
-    return message_page(conn, ids, q, int(total))
-
-
-def page_offset(q: MessageQuery) -> int:
-    return 0 if q.after is not None else q.offset
-
-
-def message_page(conn: Conn, ids: list[int], q: MessageQuery, total: int) -> Page:
-    return Page(message_rows(conn, ids, q.ascending), total, ids[-1] if len(ids) == q.limit else None)
+        total = conn.execute(f"SELECT count(*) FROM {table} WHERE {where}", params).fetchone()[0]
+    next_key = ids[-1] if len(ids) == q.limit else None
+    return Page(message_rows(conn, ids, q.ascending), int(total), next_key)
 
 
 def _message(r: Any) -> dict[str, Any]:

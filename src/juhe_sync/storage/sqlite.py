@@ -233,18 +233,8 @@ class SQLiteStore(SQLStore):
         assert query.keyword
         match = search.match_expression(query.device_id, conversation_id, query.keyword)
         lo, hi = id_range(query.start, query.end)
-        order = "ASC" if query.ascending else "DESC"
         where, params = "message_fts MATCH ? AND rowid BETWEEN ? AND ?", [match, lo, hi]
-        page_where, page_params = reads.keyset(where, params, "rowid", query.after, query.ascending)
-        ids = [
-            r[0]
-            for r in conn.execute(
-                f"SELECT rowid FROM message_fts WHERE {page_where} ORDER BY rowid {order} LIMIT ? OFFSET ?",
-                (*page_params, query.limit, reads.page_offset(query)),
-            ).fetchall()
-        ]
-        total = conn.execute(f"SELECT count(*) FROM message_fts WHERE {where}", params).fetchone()[0]
-        return reads.message_page(conn, ids, query, int(total))
+        return reads.message_page(conn, "message_fts", "rowid", where, params, query)
 
     def close(self) -> None:
         if self._closed:
