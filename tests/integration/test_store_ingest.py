@@ -111,6 +111,19 @@ def test_revoke_before_the_message_still_revokes(store: Store) -> None:
     assert messages_by_id(store)["1067201"]["revoked"] is True
 
 
+def test_events_normalised_for_an_outdated_device_are_normalised_again(store: Store) -> None:
+    """Events are normalised before the write transaction, from the device as last seen; if the
+    transaction finds another account, the writer normalises again (direction depends on it)."""
+    feed(store, fixture_text("callback_11003_user_login.json"))
+    _, kind = store.writer.device_hints[GUID]  # type: ignore[attr-defined]
+    store.writer.device_hints[GUID] = ("someone-else", kind)  # type: ignore[attr-defined]
+    feed(store, fixture_text("callback_11010_text_private_outbound.json"))
+    feed(store, fixture_text("callback_11010_text_private_inbound.json"))
+    directions = {m["direction"] for m in messages_by_id(store).values()}
+    assert directions == {"inbound", "outbound"}
+    assert store.writer.device_hints[GUID] == (ACCOUNT, kind)  # type: ignore[attr-defined]
+
+
 def test_same_appinfo_on_two_devices_is_two_rows(store: Store) -> None:
     body = fixture_json("callback_11010_text_private_inbound.json")
     feed(store, body)
@@ -186,9 +199,9 @@ def test_a_failed_apply_leaves_no_search_entries(store: Store, monkeypatch) -> N
 
     real = writes.Writer.apply
 
-    def apply_then_fail(self, conn, device_id, effects, journal_id, **kw):
-        real(self, conn, device_id, effects, journal_id, **kw)
-        if effects.messages and "报价单" in effects.messages[0].content:
+    def apply_then_fail(self, conn, device_id, prepared, journal_id, **kw):
+        real(self, conn, device_id, prepared, journal_id, **kw)
+        if prepared.effects.messages and "报价单" in prepared.effects.messages[0].content:
             raise RuntimeError("bug after the rows were written")
         return writes.Applied()
 

@@ -141,15 +141,15 @@ def _insert(destination: SQLStore, conn: Any, table: Table, rows: list[Any]) -> 
     inserted = 0
     for row in rows:
         values = tuple(row)
-        text = None
+        index = None
         if is_messages:
-            text = row[_CONTENT] if row[_SEARCHABLE] else None
-            values += dialect.extra_values(row[_DEVICE], row[_CONVERSATION], text)
+            index = dialect.text_index(row[_CONTENT]) if row[_SEARCHABLE] else None
+            values += dialect.extra_values(row[_DEVICE], row[_CONVERSATION], index)
         if conn.execute(sql, values).fetchone() is None:
             continue
         inserted += 1
-        if text is not None:
-            dialect.index_message(conn, row[0], row[_DEVICE], row[_CONVERSATION], text)
+        if index is not None:
+            dialect.index_message(conn, row[0], row[_DEVICE], row[_CONVERSATION], index)
     return inserted
 
 

@@ -70,20 +70,23 @@ class PostgresDialect:
     def rollback_to(self, mark: int) -> None:
         pass
 
-    def extra_values(self, device_id: int, conversation_id: int, text: str | None) -> tuple[Any, ...]:
-        return (None if text is None else search.grams(device_id, conversation_id, text),)
+    def text_index(self, text: str) -> list[int]:
+        return search.text_grams(text)
+
+    def extra_values(self, device_id: int, conversation_id: int, index: Any | None) -> tuple[Any, ...]:
+        return (None if index is None else search.scoped_grams(index, device_id, conversation_id),)
 
     def allocate_message_id(self, conn: Any, sendtime: int) -> int:
         n = conn.execute("SELECT nextval('message_id_low')").fetchone()[0]
         return sendtime << ID_SHIFT | (n & ID_LOW_MASK)
 
     def index_message(
-        self, conn: Any, message_id: int, device_id: int, conversation_id: int, text: str
+        self, conn: Any, message_id: int, device_id: int, conversation_id: int, index: Any
     ) -> None:
         """The grams column is written with the row."""
 
     def unindex_message(
-        self, conn: Any, message_id: int, device_id: int, conversation_id: int, text: str
+        self, conn: Any, message_id: int, device_id: int, conversation_id: int, index: Any
     ) -> None:
         """Deleting the row removes its grams."""
 

@@ -10,6 +10,7 @@ thread and never wait for the writer (WAL).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import sqlite3
@@ -49,7 +50,10 @@ class SQLiteDialect:
     def is_transient(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
 
-    def extra_values(self, device_id: int, conversation_id: int, text: str | None) -> tuple[Any, ...]:
+    def text_index(self, text: str) -> tuple[str, str]:
+        return search.text_tokens(text)
+
+    def extra_values(self, device_id: int, conversation_id: int, index: Any | None) -> tuple[Any, ...]:
         return ()
 
     def allocate_message_id(self, conn: Any, sendtime: int) -> int:
@@ -72,14 +76,18 @@ class SQLiteDialect:
         self.pending: list[tuple[str, tuple[Any, ...]]] = []
 
     def index_message(
-        self, conn: Any, message_id: int, device_id: int, conversation_id: int, text: str
+        self, conn: Any, message_id: int, device_id: int, conversation_id: int, index: Any
     ) -> None:
-        self.pending.append((_FTS_INSERT, (message_id, *search.document(device_id, conversation_id, text))))
+        self.pending.append(
+            (_FTS_INSERT, (message_id, search.meta_tokens(device_id, conversation_id), *index))
+        )
 
     def unindex_message(
-        self, conn: Any, message_id: int, device_id: int, conversation_id: int, text: str
+        self, conn: Any, message_id: int, device_id: int, conversation_id: int, index: Any
     ) -> None:
-        self.pending.append((_FTS_DELETE, (message_id, *search.document(device_id, conversation_id, text))))
+        self.pending.append(
+            (_FTS_DELETE, (message_id, search.meta_tokens(device_id, conversation_id), *index))
+        )
 
     def mark(self) -> int:
         return len(self.pending)
@@ -88,8 +96,9 @@ class SQLiteDialect:
         del self.pending[mark:]
 
     def flush(self, conn: sqlite3.Connection) -> None:
-        for sql, params in self.pending:
-            conn.execute(sql, params)
+        # Runs of the same statement go in one executemany, keeping inserts and deletes in order.
+        for sql, run in itertools.groupby(self.pending, key=lambda op: op[0]):
+            conn.executemany(sql, [params for _, params in run])
         self.pending.clear()
 
 

@@ -43,7 +43,12 @@ class SQLStore(Store):
         """Hook for backends that must catch up after rows were inserted with explicit ids."""
 
     def submit_event(self, event: Event, raw: str, received_at: int) -> Future[IngestOutcome]:
-        return self.submit(lambda conn: self.writer.ingest(conn, event, raw, received_at), event.guid)
+        # Normalising happens here, in the caller's thread, so the writer (the one serial part of
+        # ingest) only runs statements; it normalises again only if the device changed meanwhile.
+        prepared = self.writer.prepare_hinted(event, received_at)
+        return self.submit(
+            lambda conn: self.writer.ingest(conn, event, raw, received_at, prepared), event.guid
+        )
 
     def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
         now = time.time()

@@ -37,7 +37,11 @@ class Dialect(Protocol):
     #: Columns of ``messages`` only this backend has (e.g. PostgreSQL's search grams).
     extra_columns: tuple[str, ...]
 
-    def extra_values(self, device_id: int, conversation_id: int, text: str | None) -> tuple[Any, ...]: ...
+    def text_index(self, text: str) -> Any:
+        """What the search index stores for ``text``, wherever it is: pure, computed before the write."""
+        ...
+
+    def extra_values(self, device_id: int, conversation_id: int, index: Any | None) -> tuple[Any, ...]: ...
 
     def allocate_message_id(self, conn: Conn, sendtime: int) -> int: ...
 
@@ -54,11 +58,11 @@ class Dialect(Protocol):
         ...
 
     def index_message(
-        self, conn: Conn, message_id: int, device_id: int, conversation_id: int, text: str
+        self, conn: Conn, message_id: int, device_id: int, conversation_id: int, index: Any
     ) -> None: ...
 
     def unindex_message(
-        self, conn: Conn, message_id: int, device_id: int, conversation_id: int, text: str
+        self, conn: Conn, message_id: int, device_id: int, conversation_id: int, index: Any
     ) -> None: ...
 
 
@@ -95,6 +99,20 @@ def astuple_shallow(record: MessageRecord) -> tuple[Any, ...]:
 
 
 @dataclass(slots=True)
+class Prepared:
+    """An event normalised ahead of its write transaction, with each message's fingerprint and
+    search-index payload. Normalising depends on the device's account and kind, so it is only
+    used if the transaction finds them unchanged; otherwise the writer normalises again.
+    """
+
+    account: str | None
+    kind: str
+    effects: Effects
+    fingerprints: list[str]
+    index: list[Any]
+
+
+@dataclass(slots=True)
 class Applied:
     messages_added: int = 0
     messages_changed: int = 0
@@ -105,6 +123,34 @@ class Writer:
 
     def __init__(self, dialect: Dialect):
         self.dialect = dialect
+        #: guid -> (account, kind) as the last write transaction saw them: what :meth:`prepare`
+        #: outside the transaction should assume.
+        self.device_hints: dict[str, tuple[str | None, str]] = {}
+
+    def prepare(self, event: Event, account: str | None, kind: str, received_at: int) -> Prepared:
+        """Everything pure about applying ``event``; runs outside the writer (no connection)."""
+        effects = normalize_event(event, account, received_at, kind)
+        index = self.dialect.text_index
+        return Prepared(
+            account,
+            kind,
+            effects,
+            [fingerprint(record) for record in effects.messages],
+            [
+                None if record.search_text is None else index(record.search_text)
+                for record in effects.messages
+            ],
+        )
+
+    def prepare_hinted(self, event: Event, received_at: int) -> Prepared | None:
+        """:meth:`prepare` with the device as last seen, or ``None`` for a new device or on error."""
+        hint = self.device_hints.get(event.guid)
+        if hint is None:
+            return None
+        try:
+            return self.prepare(event, hint[0], hint[1], received_at)
+        except Exception:
+            return None  # the writer normalises again, and journals the event as failed if it must
 
     # --- devices and journal ---------------------------------------------------------------
 
@@ -120,9 +166,12 @@ class Writer:
             row = conn.execute(sql, (guid,)).fetchone()
         return int(row[0]), row[1], row[2]
 
-    def ingest(self, conn: Conn, event: Event, raw: str, received_at: int) -> IngestOutcome:
+    def ingest(
+        self, conn: Conn, event: Event, raw: str, received_at: int, prepared: Prepared | None = None
+    ) -> IngestOutcome:
         """Journal ``event`` and apply it. The caller commits; a duplicate changes nothing."""
         device_id, account, kind = self.ensure_device(conn, event.guid, received_at)
+        self.device_hints[event.guid] = (account, kind)
         row = conn.execute(
             "INSERT INTO journal (device_id, event_key, notify_type, received_at, body, status) "
             "VALUES (?, ?, ?, ?, ?, 'ok') ON CONFLICT (event_key) DO NOTHING RETURNING id",
@@ -133,9 +182,10 @@ class Writer:
         journal_id = int(row[0])
         seen_at = iso_utc(received_at)
         try:
-            effects = normalize_event(event, account, received_at, kind)
+            if prepared is None or prepared.account != account or prepared.kind != kind:
+                prepared = self.prepare(event, account, kind, received_at)
             with savepoint(conn, "apply_event", self.dialect):
-                applied = self.apply(conn, device_id, effects, journal_id, replay=False, seen_at=seen_at)
+                applied = self.apply(conn, device_id, prepared, journal_id, replay=False, seen_at=seen_at)
         except Exception as exc:
             if self.dialect.is_transient(exc):
                 raise
@@ -156,8 +206,8 @@ class Writer:
         account, kind = conn.execute(
             "SELECT account_id, kind FROM devices WHERE id = ?", (device_id,)
         ).fetchone()
-        effects = normalize_event(event, account, received_at, kind)
-        applied = self.apply(conn, device_id, effects, journal_id, replay=True)
+        prepared = self.prepare(event, account, kind, received_at)
+        applied = self.apply(conn, device_id, prepared, journal_id, replay=True)
         conn.execute("UPDATE journal SET status = 'ok', error = NULL WHERE id = ?", (journal_id,))
         return applied
 
@@ -167,7 +217,7 @@ class Writer:
         self,
         conn: Conn,
         device_id: int,
-        effects: Effects,
+        prepared: Prepared,
         journal_id: int,
         *,
         replay: bool,
@@ -175,6 +225,7 @@ class Writer:
     ) -> Applied:
         """Apply normalised effects; ``seen_at`` (live ingest) becomes the device's last callback time."""
         applied = Applied()
+        effects = prepared.effects
         if effects.device_kind is not None:
             conn.execute("UPDATE devices SET kind = ? WHERE id = ?", (effects.device_kind, device_id))
         if effects.device is not None:
@@ -190,19 +241,19 @@ class Writer:
             )
         conversations: dict[str, int] = {}
         conv_delta: dict[int, list[int]] = {}
-        for record in effects.messages:
+        for record, fp, index in zip(effects.messages, prepared.fingerprints, prepared.index, strict=True):
             conv_id = conversations.get(record.conversation)
             if conv_id is None:
                 conv_id = self._conversation(conn, device_id, record.conversation)
                 conversations[record.conversation] = conv_id
             if replay:
                 added, changed = self._replace_message(
-                    conn, device_id, conv_id, record, journal_id, conv_delta
+                    conn, device_id, conv_id, record, fp, index, journal_id, conv_delta
                 )
                 applied.messages_added += added
                 applied.messages_changed += changed
             else:
-                message_id = self._insert_message(conn, device_id, conv_id, record, journal_id)
+                message_id = self._insert_message(conn, device_id, conv_id, record, fp, index, journal_id)
                 if message_id is not None:
                     applied.messages_added += 1
                     _bump(conv_delta, conv_id, 1, message_id)
@@ -294,6 +345,8 @@ class Writer:
         device_id: int,
         conv_id: int,
         record: MessageRecord,
+        fp: str,
+        index: Any | None,
         journal_id: int,
         message_id: int | None = None,
     ) -> int | None:
@@ -311,16 +364,16 @@ class Writer:
             record.msg_type, record.type, record.content, int(record.search_text is not None),
             record.sendtime, record.flag, record.send_flag, record.content_type,
             json.dumps(record.at_list, ensure_ascii=False), record.quote_content, record.quote_appinfo,
-            device_id, record.msg_id, journal_id, fingerprint(record),
-            *self.dialect.extra_values(device_id, conv_id, record.search_text),
+            device_id, record.msg_id, journal_id, fp,
+            *self.dialect.extra_values(device_id, conv_id, index),
         )  # fmt: skip
         for _ in range(8):
             if message_id is None:
                 message_id = self.dialect.allocate_message_id(conn, record.sendtime)
             row = conn.execute(sql, (message_id, *values)).fetchone()
             if row is not None:
-                if record.search_text:
-                    self.dialect.index_message(conn, message_id, device_id, conv_id, record.search_text)
+                if index is not None:
+                    self.dialect.index_message(conn, message_id, device_id, conv_id, index)
                 return message_id
             duplicate = conn.execute(
                 "SELECT 1 FROM messages WHERE device_id = ? AND dedup_key = ?", (device_id, record.dedup_key)
@@ -336,6 +389,8 @@ class Writer:
         device_id: int,
         conv_id: int,
         record: MessageRecord,
+        fp: str,
+        index: Any | None,
         journal_id: int,
         conv_delta: dict[int, list[int]],
     ) -> tuple[int, int]:
@@ -346,16 +401,17 @@ class Writer:
             (device_id, record.dedup_key),
         ).fetchone()
         if old is None:
-            message_id = self._insert_message(conn, device_id, conv_id, record, journal_id)
+            message_id = self._insert_message(conn, device_id, conv_id, record, fp, index, journal_id)
             if message_id is None:
                 return 0, 0
             _bump(conv_delta, conv_id, 1, message_id)
             return 1, 0
         old_id, old_fp, old_conv, old_searchable, old_content = old
-        if old_fp == fingerprint(record):
+        if old_fp == fp:
             return 0, 0
         if old_searchable:
-            self.dialect.unindex_message(conn, old_id, device_id, old_conv, old_content)
+            old_index = self.dialect.text_index(old_content)
+            self.dialect.unindex_message(conn, old_id, device_id, old_conv, old_index)
         conn.execute("DELETE FROM messages WHERE id = ?", (old_id,))
         conn.execute(
             "UPDATE conversations SET message_count = message_count - 1, last_message_id = "
@@ -363,7 +419,7 @@ class Writer:
             (old_conv, old_conv),
         )
         keep_id = old_id if (old_id >> ID_SHIFT) == record.sendtime else None
-        message_id = self._insert_message(conn, device_id, conv_id, record, journal_id, keep_id)
+        message_id = self._insert_message(conn, device_id, conv_id, record, fp, index, journal_id, keep_id)
         assert message_id is not None
         _bump(conv_delta, conv_id, 1, message_id)
         return 0, 1
