@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -151,3 +152,69 @@ def server(module_database_url: str, tmp_path_factory: pytest.TempPathFactory) -
 def client(server: Server) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=30) as c:
         yield c
+
+
+class Simulator:
+    """The simulated SaaS (``juhe_sync.simulator``) on a real uvicorn server in this process."""
+
+    APP_KEY = "sim-key"
+    APP_SECRET = "sim-secret"
+
+    def __init__(self, guids: list[str], *, contacts: int = 250, rooms: int = 30, seed: int = 7, push_to: str | None = None):
+        import uvicorn
+
+        from juhe_sync.simulator.server import build_state, create_simulator
+
+        self.state = build_state(guids, seed=seed, contacts=contacts, rooms=rooms, app_key=self.APP_KEY,
+                                 app_secret=self.APP_SECRET, push_to=push_to)  # fmt: skip
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(create_simulator(self.state), host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.clients: list[Any] = []
+
+    def start(self) -> Simulator:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("simulator did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        for client in self.clients:
+            client.close()
+        self.server.should_exit = True
+        self.thread.join(10)
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        response = httpx.post(self.url + path, json=body, timeout=60)
+        response.raise_for_status()
+        return response.json()
+
+    def truth(self, guid: str, seen_rooms: tuple[str, ...] = ()) -> dict[str, Any]:
+        params = {"guid": guid, "seen_rooms": ",".join(seen_rooms)}
+        return httpx.get(self.url + "/_sim/truth", params=params, timeout=10).json()
+
+    def client(self, **options: Any) -> Any:
+        """A SaaS client for this simulator, with backoff short enough for tests."""
+        from juhe_sync.saas.client import Credentials, SaasClient
+
+        defaults: dict[str, Any] = {"timeout": 2.0, "backoff": 0.01, "max_backoff": 0.05, "rate": 0}
+        client = SaasClient(self.url, lambda guid: Credentials(self.APP_KEY, self.APP_SECRET), **{**defaults, **options})
+        self.clients.append(client)
+        return client
+
+
+@pytest.fixture
+def simulator() -> Iterator[Simulator]:
+    sim = Simulator([SIM_GUID]).start()
+    try:
+        yield sim
+    finally:
+        sim.stop()
+
+
+SIM_GUID = "sim-device-1"

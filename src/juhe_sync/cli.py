@@ -200,6 +200,79 @@ def copy(
 
 
 @app.command()
+def sync(
+    guid: Annotated[str, typer.Option("--guid", help="Device GUID to sync.")],
+    full: Annotated[
+        bool, typer.Option("--full", help="Re-list everything; mark contacts gone upstream.")
+    ] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Pull contacts, rooms with members, and the account of one device from the SaaS."""
+    from juhe_sync.saas.client import client_from_settings
+    from juhe_sync.storage.sqlstore import SQLStore
+    from juhe_sync.sync.jobs import Syncer
+
+    cfg = _settings(database_url)
+    if cfg.credentials_for(guid) is None:
+        console.print("[red]no SaaS credentials: set JUHE_SYNC_APP_KEY and JUHE_SYNC_APP_SECRET[/red]")
+        raise typer.Exit(2)
+    store = _open(cfg)
+    assert isinstance(store, SQLStore)
+    client = client_from_settings(cfg)
+    try:
+        with _progress() as bar:
+            tasks: dict[str, int] = {}
+
+            def progress(kind: str, done: int, total: int | None) -> None:
+                if kind not in tasks:
+                    tasks[kind] = bar.add_task(kind, total=total)
+                bar.update(tasks[kind], completed=done, total=total)
+
+            report = Syncer(store, client).sync(guid, full=full, progress=progress)
+    except ApiError as exc:
+        console.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(1) from None
+    finally:
+        client.close()
+        store.close()
+    console.print(f"contacts {report.contacts}, rooms {report.rooms}, members {report.members}")
+    for error in report.errors:
+        console.print(f"[red]failed: {error}[/red]")
+    if report.errors:
+        raise typer.Exit(1)
+
+
+@app.command()
+def simulate(
+    port: Annotated[int, typer.Option(help="Port of the simulated SaaS.")] = 8090,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    guid: Annotated[
+        list[str] | None, typer.Option("--guid", help="Simulated device GUIDs (repeatable).")
+    ] = None,
+    contacts: Annotated[int, typer.Option(help="Contacts per device.")] = 2000,
+    rooms: Annotated[int, typer.Option(help="Rooms per device.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the generated data.")] = 1,
+    push_to: Annotated[
+        str | None,
+        typer.Option(help="juhe-sync callback URL to push events to, e.g. http://127.0.0.1:8070/callback."),
+    ] = None,
+    app_key: Annotated[str, typer.Option(help="app_key the simulator accepts.")] = "sim-key",
+    app_secret: Annotated[str, typer.Option(help="app_secret the simulator accepts.")] = "sim-secret",
+) -> None:
+    """Run a simulated juhebot SaaS (pull API, callbacks, WebSocket) for tests and demos."""
+    import uvicorn
+
+    from juhe_sync.simulator.server import build_state, create_simulator
+
+    state = build_state(guid or ["sim-device-1"], seed=seed, contacts=contacts, rooms=rooms, app_key=app_key,
+                        app_secret=app_secret, push_to=push_to)  # fmt: skip
+    console.print(
+        f"simulated SaaS on http://{host}:{port} (app_key {app_key}, devices {', '.join(state.devices)})"
+    )
+    uvicorn.run(create_simulator(state), host=host, port=port, log_level="warning")
+
+
+@app.command()
 def settings() -> None:
     """Print every setting as the README's Markdown table."""
     print(settings_table())

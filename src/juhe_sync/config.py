@@ -6,7 +6,9 @@ test fails when the two drift apart.
 
 from __future__ import annotations
 
-from pydantic import Field
+import json
+
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -41,6 +43,50 @@ class Settings(BaseSettings):
     write_batch: int = Field(
         256, ge=1, le=10000, description="Most write jobs committed together in one group commit (SQLite)."
     )
+    saas_base_url: str = Field(
+        "https://chat-api.juhebot.com",
+        description="The SaaS API root; pull sync calls `{saas_base_url}/open/GuidRequest`.",
+    )
+    app_key: str = Field("", description="SaaS `app_key`. Pull sync is off while it is empty.")
+    app_secret: str = Field("", description="SaaS `app_secret`.")
+    device_credentials: str = Field(
+        "",
+        description='Per-device overrides, JSON: `{"<guid>": {"app_key": "…", "app_secret": "…"}}`.',
+    )
+    saas_timeout: float = Field(
+        15.0, gt=0, description="Seconds before a SaaS call is abandoned (and retried)."
+    )
+    saas_retries: int = Field(
+        5, ge=0, le=20, description="Retries of a SaaS call after network errors, 5xx and rate limits."
+    )
+    saas_rate: float = Field(5.0, ge=0, description="Most SaaS calls per second per device (0: no limit).")
+    sync_interval: float = Field(
+        30.0, ge=0, description="Minutes between periodic incremental syncs of every device (0: never)."
+    )
+    sync_debounce: float = Field(
+        2.0, ge=0, description="Seconds a callback-triggered sync waits, so that a burst makes one sync."
+    )
+
+    @field_validator("device_credentials")
+    @classmethod
+    def _json_object(cls, value: str) -> str:
+        if value and not isinstance(json.loads(value), dict):
+            raise ValueError("device_credentials must be a JSON object keyed by device GUID")
+        return value
+
+    def credentials_for(self, guid: str) -> tuple[str, str] | None:
+        """(app_key, app_secret) for a device: its override, else the global pair, else None."""
+        if self.device_credentials:
+            override = json.loads(self.device_credentials).get(guid)
+            if isinstance(override, dict) and override.get("app_key"):
+                return str(override["app_key"]), str(override.get("app_secret", ""))
+        if self.app_key:
+            return self.app_key, self.app_secret
+        return None
+
+    @property
+    def pull_enabled(self) -> bool:
+        return bool(self.app_key or self.device_credentials)
 
 
 def settings_table() -> str:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 from typing import Any
 
 from juhe_sync.errors import InvalidParams, NotFound
+from juhe_sync.ingest.ids import norm_id
 from juhe_sync.storage.base import Device, MessageQuery, Page, Store
 from juhe_sync.timeutil import parse_query_time
 
@@ -15,6 +17,8 @@ _CONVERSATION = re.compile(r"^[SR]:\S+$")
 
 #: Device state (from login/logout callbacks) -> the documented sync-status ``status``.
 _STATUS = {"offline": "offline", "logging_in": "offline", "verify": "offline", "error": "error"}
+#: A pull run with no heartbeat for this long died with its process (runs beat every page).
+SYNC_STALE_AFTER = 90.0
 _ONLINE = {"online": True, "offline": False, "logging_in": False, "verify": False, "error": False}
 
 
@@ -81,6 +85,19 @@ class QueryService:
             result = self.store.rooms(device.id, (page - 1) * limit, limit, after)
         return _page_data("rooms", result, page, limit)
 
+    def room_members(
+        self, guid: str | None, room_id: str, page: int, limit: int, cursor: str | None = None
+    ) -> dict[str, Any]:
+        after = decode_cursor("members", cursor, str)
+        room = norm_id(text_param("room_id", room_id))
+        device = self._device(guid)
+        result = None
+        if device is not None and room is not None:
+            result = self.store.room_members(device.id, room, (page - 1) * limit, limit, after)
+        if result is None:
+            raise NotFound(f"Room {room_id} not found")
+        return {"room_id": f"R:{room}", **_page_data("members", result, page, limit)}
+
     def messages(
         self,
         guid: str | None,
@@ -127,9 +144,16 @@ class QueryService:
         device = self.store.device(guid)
         if device is None:
             raise NotFound(f"Device {guid} not found")
+        kinds = self.store.sync_states(device.id)
+        now = time.time()
+        for kind in kinds:
+            # A run whose process died is not syncing; its next run resumes it.
+            alive = kind["heartbeat_at"] is not None and now - kind["heartbeat_at"] < SYNC_STALE_AFTER
+            if kind["status"] == "running" and not alive:
+                kind["status"] = "interrupted"
         return {
             "guid": device.guid,
-            "status": _STATUS.get(device.state, "idle"),
+            "status": _overall_status(device, kinds),
             "last_sync_time": device.last_sync_time,
             "contacts_count": device.contacts_count,
             "messages_count": device.messages_count,
@@ -143,7 +167,30 @@ class QueryService:
             ),
             "last_callback_time": device.last_callback_time,
             "last_error": device.last_error,
+            "sync": {
+                k["kind"]: {
+                    "status": k["status"],
+                    "done": k["done"],
+                    "total": k["total"],
+                    "full": bool(k["full"]),
+                    "started_at": k["started_at"],
+                    "last_success": k["succeeded_at"],
+                    "last_error": k["last_error"],
+                }
+                for k in kinds
+            },
         }
+
+
+def _overall_status(device: Device, kinds: list[dict[str, Any]]) -> str:
+    """offline after logout; syncing while a pull runs; error after a failed pull; else idle."""
+    if _STATUS.get(device.state) == "offline":
+        return "offline"
+    if any(k["status"] == "running" for k in kinds):
+        return "syncing"
+    if device.state == "error" or any(k["status"] == "error" for k in kinds):
+        return "error"
+    return "idle"
 
 
 def _time_bound(name: str, value: str | None, *, end: bool) -> int | None:

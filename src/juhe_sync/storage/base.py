@@ -20,6 +20,8 @@ class IngestOutcome:
     status: IngestStatus
     journal_id: int | None = None
     messages_added: int = 0
+    #: Pulls the event asks for (``full``, ``contacts``, ``rooms``, ``room:<id>``), for pull sync.
+    pulls: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -107,6 +109,15 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def rooms(self, device_id: int, offset: int, limit: int, after: str | None = None) -> Page: ...
+
+    @abc.abstractmethod
+    def room_members(
+        self, device_id: int, room_id: str, offset: int, limit: int, after: str | None = None
+    ) -> Page | None: ...
+
+    @abc.abstractmethod
+    def sync_states(self, device_id: int) -> list[dict[str, Any]]:
+        """One dict per kind of pull sync the device has run (see ``storage.pulls.sync_states``)."""
 
     @abc.abstractmethod
     def messages(self, query: MessageQuery) -> Page: ...

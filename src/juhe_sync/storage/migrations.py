@@ -132,6 +132,45 @@ def _dialect(statements: tuple[str, ...], pk: str, ipk: str, blob: str) -> tuple
     return tuple(s.replace("{pk}", pk).replace("{ipk}", ipk).replace("{blob}", blob) for s in statements)
 
 
+_PULL = (
+    "ALTER TABLE contacts ADD COLUMN labels TEXT",
+    # The full contact sync that last listed the contact: one that did not was deleted upstream.
+    "ALTER TABLE contacts ADD COLUMN sync_generation BIGINT",
+    "ALTER TABLE contacts ADD COLUMN synced_at TEXT",
+    "ALTER TABLE rooms ADD COLUMN extra TEXT",
+    "ALTER TABLE rooms ADD COLUMN synced_at TEXT",
+    """CREATE TABLE room_members (
+        device_id BIGINT NOT NULL,
+        room_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        nickname TEXT,
+        room_nickname TEXT,
+        join_time BIGINT,
+        inviter TEXT,
+        PRIMARY KEY (device_id, room_id, user_id)
+    )""",
+    # One row per device and kind of pull (contacts, rooms, profile, messages). ``cursor`` is where
+    # the next incremental run starts; ``run_*`` is the position of the run in progress, committed
+    # with each page, so a run that dies resumes where it stopped.
+    """CREATE TABLE sync_state (
+        device_id BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'idle',
+        cursor TEXT,
+        generation BIGINT NOT NULL DEFAULT 0,
+        run_full SMALLINT NOT NULL DEFAULT 0,
+        run_cursor TEXT,
+        done BIGINT NOT NULL DEFAULT 0,
+        total BIGINT,
+        started_at TEXT,
+        heartbeat_at DOUBLE PRECISION,
+        finished_at TEXT,
+        succeeded_at TEXT,
+        last_error TEXT,
+        PRIMARY KEY (device_id, kind)
+    )""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -149,6 +188,9 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE messages ADD COLUMN grams BIGINT[]",
             "CREATE INDEX messages_grams ON messages USING gin (grams)",
         ),
+    ),
+    Migration(
+        2, "pull sync: contact and room details, room members, sync state", sqlite=_PULL, postgresql=_PULL
     ),
 )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from juhe_sync.ingest.ids import contact_type
 from juhe_sync.storage.base import Device, MessageQuery, Page
 from juhe_sync.storage.writes import Conn, id_range
 from juhe_sync.timeutil import iso_utc
@@ -48,7 +49,8 @@ def contacts(
     ilike: str,
     after: str | None = None,
 ) -> Page:
-    where = "device_id = ?"
+    # Contacts deleted upstream stay stored (flagged) but are not listed.
+    where = "device_id = ? AND deleted = 0"
     params: list[Any] = [device_id]
     if keyword:
         pattern = like_pattern(keyword)
@@ -75,6 +77,42 @@ def rooms(conn: Conn, device_id: int, offset: int, limit: int, after: str | None
     ).fetchall()
     items = [
         {"id": "R:" + r[0], "name": r[1], "owner": r[2], "member_count": r[3], "avatar": r[4]} for r in rows
+    ]
+    return Page(items, int(total), rows[-1][0] if len(rows) == limit else None)
+
+
+def room_members(
+    conn: Conn, device_id: int, room_id: str, offset: int, limit: int, after: str | None = None
+) -> Page | None:
+    """Members of a room, by user id; ``None`` if the device has no such room."""
+    room = conn.execute(
+        "SELECT 1 FROM rooms WHERE device_id = ? AND room_id = ?", (device_id, room_id)
+    ).fetchone()
+    if room is None:
+        return None
+    base = "device_id = ? AND room_id = ?"
+    total = conn.execute(f"SELECT count(*) FROM room_members WHERE {base}", (device_id, room_id)).fetchone()[
+        0
+    ]
+    where, params = keyset(base, [device_id, room_id], "m.user_id", after)
+    rows = conn.execute(
+        "SELECT m.user_id, m.nickname, m.room_nickname, m.join_time, m.inviter, c.name, c.remark, c.type "
+        f"FROM room_members m LEFT JOIN contacts c ON c.device_id = m.device_id AND c.user_id = m.user_id "
+        f"WHERE {where.replace('device_id = ?', 'm.device_id = ?').replace('room_id = ?', 'm.room_id = ?')} "
+        "ORDER BY m.user_id LIMIT ? OFFSET ?",
+        (*params, limit, 0 if after is not None else offset),
+    ).fetchall()
+    items = [
+        {
+            "id": r[0],
+            "name": r[1] or r[5],
+            "room_nickname": r[2],
+            "remark": r[6],
+            "type": r[7] or contact_type(r[0]),
+            "join_time": None if r[3] is None else iso_utc(r[3]),
+            "inviter": r[4],
+        }
+        for r in rows
     ]
     return Page(items, int(total), rows[-1][0] if len(rows) == limit else None)
 

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from juhe_sync.errors import InvalidParams
 from juhe_sync.ingest.envelope import Event
-from juhe_sync.storage import reads
+from juhe_sync.storage import pulls, reads
 from juhe_sync.storage.base import Device, IngestOutcome, MessageQuery, Page, ProgressFn, ReplayStats, Store
 from juhe_sync.storage.leases import device_lease
 from juhe_sync.storage.writes import Writer, replay_chunk
@@ -131,6 +131,14 @@ class SQLStore(Store):
         self, device_id: int, keyword: str | None, offset: int, limit: int, after: str | None = None
     ) -> Page:
         return self.read(lambda c: reads.contacts(c, device_id, keyword, offset, limit, self.ilike, after))
+
+    def room_members(
+        self, device_id: int, room_id: str, offset: int, limit: int, after: str | None = None
+    ) -> Page | None:
+        return self.read(lambda c: reads.room_members(c, device_id, room_id, offset, limit, after))
+
+    def sync_states(self, device_id: int) -> list[dict[str, Any]]:
+        return self.read(lambda c: pulls.sync_states(c, device_id))
 
     def rooms(self, device_id: int, offset: int, limit: int, after: str | None = None) -> Page:
         return self.read(lambda c: reads.rooms(c, device_id, offset, limit, after))

@@ -198,7 +198,7 @@ class Writer:
             )
             conn.execute("UPDATE devices SET last_callback_time = ? WHERE id = ?", (seen_at, device_id))
             return IngestOutcome("failed", journal_id)
-        return IngestOutcome("stored", journal_id, applied.messages_added)
+        return IngestOutcome("stored", journal_id, applied.messages_added, prepared.effects.pulls)
 
     def replay_event(
         self, conn: Conn, journal_id: int, device_id: int, event: Event, received_at: int

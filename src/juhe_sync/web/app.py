@@ -16,9 +16,13 @@ from juhe_sync import __version__
 from juhe_sync.config import Settings
 from juhe_sync.errors import ApiError, InvalidParams
 from juhe_sync.ingest.envelope import parse_body
-from juhe_sync.service import QueryService
+from juhe_sync.saas.client import client_from_settings
+from juhe_sync.service import QueryService, require_guid
 from juhe_sync.storage.base import Store
 from juhe_sync.storage.factory import open_store
+from juhe_sync.storage.sqlstore import SQLStore
+from juhe_sync.sync.jobs import Syncer
+from juhe_sync.sync.manager import SyncManager
 from juhe_sync.timeutil import now_seconds
 from juhe_sync.web import errors, schemas
 from juhe_sync.web.responses import json_response, ok
@@ -93,7 +97,13 @@ def app_from_env() -> FastAPI:
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    text = {400: "Invalid parameters", 404: "Not found", 413: "Body too large", 500: "Server error"}
+    text = {
+        400: "Invalid parameters",
+        404: "Not found",
+        409: "Conflict",
+        413: "Body too large",
+        500: "Server error",
+    }
     return {s: {"model": schemas.ErrorBody, "description": text[s]} for s in statuses}
 
 
@@ -114,9 +124,20 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
                 log.info("applied migrations: %s", ", ".join(applied))
         app.state.store = active
         app.state.queries = QueryService(active)
+        app.state.sync = None
+        if settings.pull_enabled and isinstance(active, SQLStore):
+            app.state.sync = SyncManager(
+                Syncer(active, client_from_settings(settings)),
+                interval_seconds=settings.sync_interval * 60,
+                debounce=settings.sync_debounce,
+            )
+            app.state.sync.start()
         try:
             yield
         finally:
+            if app.state.sync is not None:
+                await asyncio.to_thread(app.state.sync.stop)
+                app.state.sync.syncer.client.close()
             if owned:
                 await asyncio.to_thread(active.close)
 
@@ -147,7 +168,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     async def callback(request: Request) -> Response:
         text = await _read_body(request, settings.max_body_bytes)
         event = parse_body(text)
-        await asyncio.wrap_future(request.app.state.store.submit_event(event, text, now_seconds()))
+        outcome = await asyncio.wrap_future(request.app.state.store.submit_event(event, text, now_seconds()))
+        if outcome.pulls and request.app.state.sync is not None:
+            request.app.state.sync.request(event.guid, outcome.pulls)
         return Response(_ACK, media_type="application/json")
 
     @app.get("/api/contacts", response_model=schemas.ContactsResponse, responses=_errors(400, 500))
@@ -203,6 +226,42 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         request: Request, guid: Guid, page: PageNo = 1, limit: Limit = 20, cursor: Cursor = None
     ) -> Response:
         return ok(request.app.state.queries.rooms(guid, page, limit, cursor))
+
+    @app.get(
+        "/api/rooms/{room_id}/members",
+        response_model=schemas.MembersResponse,
+        responses=_errors(400, 404, 500),
+        summary="Members of a room",
+        description="Filled by pull sync. `room_id` is `R:<id>` or the bare id. 404 if the device has no such room.",
+    )
+    def room_members(
+        request: Request, room_id: str, guid: Guid, page: PageNo = 1, limit: Limit = 20, cursor: Cursor = None
+    ) -> Response:
+        return ok(request.app.state.queries.room_members(guid, room_id, page, limit, cursor))
+
+    @app.post(
+        "/api/sync",
+        response_model=schemas.SyncStartedResponse,
+        status_code=202,
+        responses=_errors(400, 409, 500),
+        summary="Start a pull sync of a device",
+        description="Queues a sync (incremental unless `full=true`) and answers at once; "
+        "follow it in `/api/sync-status`. 409 when pull sync is not configured (no app_key).",
+    )
+    def start_sync(
+        request: Request,
+        guid: Guid,
+        full: Annotated[
+            bool, Query(description="Re-list everything, marking contacts gone upstream.")
+        ] = False,
+    ) -> Response:
+        manager = request.app.state.sync
+        if manager is None:
+            raise ApiError("Pull sync is not configured: set JUHE_SYNC_APP_KEY and JUHE_SYNC_APP_SECRET",
+                           status=409, code="SYNC_DISABLED")  # fmt: skip
+        guid = require_guid(guid)
+        queued = manager.request(guid, ["full" if full else "sync"], delay=0)
+        return json_response({"success": True, "data": {"guid": guid, "full": full, "queued": queued}}, 202)
 
     @app.get("/api/sync-status", response_model=schemas.SyncStatusResponse, responses=_errors(400, 404, 500))
     def sync_status(request: Request, guid: Guid) -> Response:

@@ -95,6 +95,51 @@ class RoomsResponse(BaseModel):
     data: RoomsData
 
 
+class Member(BaseModel):
+    id: str = Field(description="The member's user id.")
+    name: str | None
+    room_nickname: str | None
+    remark: str | None = Field(description="The device's remark for this person, if a contact.")
+    type: Literal["internal", "external"]
+    join_time: str | None
+    inviter: str | None
+
+
+class MembersData(BaseModel):
+    room_id: str
+    members: list[Member]
+    total: int
+    page: int
+    limit: int
+    next_cursor: str | None
+
+
+class MembersResponse(BaseModel):
+    success: Literal[True] = True
+    data: MembersData
+
+
+class SyncKind(BaseModel):
+    status: Literal["idle", "running", "error", "interrupted"]
+    done: int
+    total: int | None
+    full: bool
+    started_at: str | None
+    last_success: str | None
+    last_error: str | None
+
+
+class SyncStarted(BaseModel):
+    guid: str
+    full: bool
+    queued: bool = Field(description="False when a sync of this device was already waiting to run.")
+
+
+class SyncStartedResponse(BaseModel):
+    success: Literal[True] = True
+    data: SyncStarted
+
+
 class Account(BaseModel):
     id: str
     name: str | None
@@ -113,6 +158,7 @@ class SyncStatus(BaseModel):
     account: Account | None
     last_callback_time: str | None
     last_error: str | None
+    sync: dict[str, SyncKind] = Field(description="Pull sync per kind: contacts, rooms, profile.")
 
 
 class SyncStatusResponse(BaseModel):

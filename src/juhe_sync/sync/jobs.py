@@ -1,0 +1,240 @@
+"""Pull sync jobs: contacts, rooms with members, and the account, fetched from the SaaS.
+
+A job runs for one device under that device's work lease (one process at a time, across hosts),
+commits each page together with its position (:mod:`juhe_sync.storage.pulls`), and records its
+outcome in ``sync_state``, which ``GET /api/sync-status`` reports. Callbacks never move these
+positions: only what the pull API returned does.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from juhe_sync.errors import InvalidParams
+from juhe_sync.saas import protocol
+from juhe_sync.saas.client import SaasClient
+from juhe_sync.saas.protocol import SaasError
+from juhe_sync.storage import pulls
+from juhe_sync.storage.leases import device_lease
+from juhe_sync.storage.sqlstore import SQLStore
+
+log = logging.getLogger("juhe_sync.sync")
+
+T = TypeVar("T")
+
+#: Progress callback: (kind, items done so far, total if known).
+Progress = Callable[[str, int, int | None], None]
+
+CONTACT_PAGE = 100
+ROOM_PAGE = 100
+ROOM_DETAIL_CHUNK = 20
+
+
+@dataclass(slots=True)
+class SyncReport:
+    contacts: int = 0
+    rooms: int = 0
+    members: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Syncer:
+    def __init__(self, store: SQLStore, client: SaasClient):
+        self.store = store
+        self.client = client
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    def _write(self, guid: str, fn: Callable[[Any], T]) -> T:
+        return self.store.submit(fn, guid).result()
+
+    def _device_id(self, guid: str) -> int:
+        device = self.store.device(guid)
+        if device is None:
+            # A device first seen by a pull: create it, as a callback would have.
+            self._write(guid, lambda conn: self.store.writer.ensure_device(conn, guid, 0))
+            device = self.store.device(guid)
+        assert device is not None
+        return device.id
+
+    def _run(
+        self, guid: str, device_id: int, kind: str, full: bool, body: Callable[[pulls.SyncRun], None]
+    ) -> None:
+        run = self._write(guid, lambda conn: pulls.begin(conn, device_id, kind, full))
+        try:
+            body(run)
+        except Exception as exc:
+            message = str(exc) if isinstance(exc, SaasError) else f"{type(exc).__name__}: {exc}"
+            log.warning("%s sync of %s failed: %s", kind, guid, message)
+            self._write(guid, lambda conn: pulls.fail(conn, device_id, kind, message))
+            raise
+
+    # --- jobs ------------------------------------------------------------------------------
+
+    def sync(self, guid: str, *, full: bool = False, progress: Progress | None = None) -> SyncReport:
+        """Profile (when the account is unknown), contacts and rooms of ``guid``, under its lease.
+        Each kind runs even if another failed; the report lists the failures."""
+        if not guid:
+            raise InvalidParams("guid is required")
+        device_id = self._device_id(guid)
+        report = SyncReport()
+        with device_lease(self.store, device_id, "sync"):
+            for kind, job in (
+                ("profile", self._profile),
+                ("contacts", self._contacts),
+                ("rooms", self._rooms),
+            ):
+                try:
+                    job(guid, device_id, full, report, progress)
+                except Exception as exc:  # recorded in sync_state by _run
+                    report.errors.append(f"{kind}: {exc}")
+        return report
+
+    def sync_contacts(self, guid: str, *, full: bool = False) -> SyncReport:
+        device_id = self._device_id(guid)
+        report = SyncReport()
+        with device_lease(self.store, device_id, "sync"):
+            self._contacts(guid, device_id, full, report, None)
+        return report
+
+    def refresh_rooms(self, guid: str, room_ids: list[str]) -> SyncReport:
+        """``/room/sync_room_info`` from each room's stored version (2118, member changes)."""
+        device_id = self._device_id(guid)
+        report = SyncReport()
+
+        def body(run: pulls.SyncRun) -> None:
+            versions = self.store.read(lambda conn: pulls.room_versions(conn, device_id))
+            for room_id in room_ids:
+                version = versions.get(room_id) or 0
+                data = self.client.call(
+                    guid, "/room/sync_room_info", {"room_id": room_id, "version": version}
+                )
+                details = protocol.room_details(data)
+                if details:
+                    self._write(guid, lambda conn, d=details: pulls.store_room_details(conn, device_id, d))
+                    report.rooms += len(details)
+                    report.members += sum(len(d.members or ()) for d in details)
+            self._write(guid, lambda conn: pulls.finish(conn, device_id, "room_changes"))
+
+        with device_lease(self.store, device_id, "sync"):
+            self._run(guid, device_id, "room_changes", False, body)
+        return report
+
+    def _profile(
+        self, guid: str, device_id: int, full: bool, report: SyncReport, progress: Progress | None
+    ) -> None:
+        device = self.store.device(guid)
+        if device is not None and device.account_id and not full:
+            return
+
+        def body(run: pulls.SyncRun) -> None:
+            found = protocol.profile(self.client.call(guid, "/user/get_profile"))
+            if found is not None:
+                self._write(guid, lambda conn: pulls.store_profile(conn, device_id, found))
+            self._write(guid, lambda conn: pulls.finish(conn, device_id, "profile"))
+
+        self._run(guid, device_id, "profile", full, body)
+
+    def _contacts(
+        self, guid: str, device_id: int, full: bool, report: SyncReport, progress: Progress | None
+    ) -> None:
+        def body(run: pulls.SyncRun) -> None:
+            corp = self.store.device(guid).corp_id  # type: ignore[union-attr]
+            seq = run.cursor or ""
+            done = run.done
+            generation = run.generation if run.full else None
+            while True:
+                data = self.client.call(guid, "/contact/sync_contact", {"seq": seq, "limit": CONTACT_PAGE})
+                items, last_seq = protocol.contact_page(data)
+                rows = [r for r in (protocol.contact_row(i, corp) for i in items) if r is not None]
+                done += len(rows)
+                next_seq = last_seq if last_seq is not None else seq
+
+                def page(
+                    conn: Any, rows: list[protocol.ContactRow] = rows, cursor: str = next_seq, n: int = done
+                ) -> None:
+                    pulls.store_contacts(conn, device_id, rows, generation)
+                    pulls.progress(conn, device_id, "contacts", cursor, n)
+
+                self._write(guid, page)
+                report.contacts += len(rows)
+                if progress:
+                    progress("contacts", done, None)
+                # §12: no has-more flag; the end is an empty page or a cursor that stops moving.
+                if not items or next_seq == seq:
+                    break
+                seq = next_seq
+
+            def end(conn: Any) -> None:
+                if run.full:
+                    pulls.mark_unlisted_deleted(conn, device_id, run.generation)
+                pulls.finish(conn, device_id, "contacts", seq or None)
+
+            self._write(guid, end)
+
+        self._run(guid, device_id, "contacts", full, body)
+
+    def _rooms(
+        self, guid: str, device_id: int, full: bool, report: SyncReport, progress: Progress | None
+    ) -> None:
+        def body(run: pulls.SyncRun) -> None:
+            # Position: "list:<start_index>" while listing, then "detail:<last room id done>".
+            phase, _, at = (run.cursor or "list:0").partition(":")
+            if phase == "list":
+                start = int(at or 0)
+                while True:
+                    data = self.client.call(
+                        guid, "/room/get_room_list", {"start_index": start, "limit": ROOM_PAGE}
+                    )
+                    rooms, next_start, total = protocol.room_list_page(data)
+                    more = (
+                        bool(rooms)
+                        and next_start is not None
+                        and next_start > start
+                        and (total is None or next_start < total)
+                    )
+                    position = f"list:{next_start}" if more else "detail:"
+
+                    def page(
+                        conn: Any, rooms: list[protocol.RoomRow] = rooms, position: str = position
+                    ) -> None:
+                        pulls.store_rooms(conn, device_id, rooms)
+                        pulls.progress(conn, device_id, "rooms", position, 0)
+
+                    self._write(guid, page)
+                    if not more:
+                        break
+                    start = next_start  # type: ignore[assignment]
+                at = ""
+            # Every room the device knows, listed or only seen in messages (§12).
+            versions = self.store.read(lambda conn: pulls.room_versions(conn, device_id))
+            todo = [r for r in versions if r > at]
+            total = len(versions)
+            done = total - len(todo)
+            for i in range(0, len(todo), ROOM_DETAIL_CHUNK):
+                chunk = todo[i : i + ROOM_DETAIL_CHUNK]
+                details = protocol.room_details(
+                    self.client.call(guid, "/room/batch_get_room_detail", {"room_list": chunk})
+                )
+                done += len(chunk)
+
+                def detail(
+                    conn: Any,
+                    details: list[protocol.RoomDetail] = details,
+                    last: str = chunk[-1],
+                    n: int = done,
+                ) -> None:
+                    pulls.store_room_details(conn, device_id, details)
+                    pulls.progress(conn, device_id, "rooms", f"detail:{last}", n, total)
+
+                self._write(guid, detail)
+                report.rooms += len(details)
+                report.members += sum(len(d.members or ()) for d in details)
+                if progress:
+                    progress("rooms", done, total)
+            self._write(guid, lambda conn: pulls.finish(conn, device_id, "rooms"))
+
+        self._run(guid, device_id, "rooms", full, body)
