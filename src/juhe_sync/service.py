@@ -139,7 +139,8 @@ class QueryService:
             )
         return _page_data("messages", result, page, limit)
 
-    def sync_status(self, guid: str | None) -> dict[str, Any]:
+    def sync_status(self, guid: str | None, queued: bool = False) -> dict[str, Any]:
+        """``queued``: a sync of the device waits or runs in this process (it counts as syncing)."""
         guid = require_guid(guid)
         device = self.store.device(guid)
         if device is None:
@@ -153,7 +154,7 @@ class QueryService:
                 kind["status"] = "interrupted"
         return {
             "guid": device.guid,
-            "status": _overall_status(device, kinds),
+            "status": _overall_status(device, kinds, queued),
             "last_sync_time": device.last_sync_time,
             "contacts_count": device.contacts_count,
             "messages_count": device.messages_count,
@@ -182,11 +183,11 @@ class QueryService:
         }
 
 
-def _overall_status(device: Device, kinds: list[dict[str, Any]]) -> str:
-    """offline after logout; syncing while a pull runs; error after a failed pull; else idle."""
+def _overall_status(device: Device, kinds: list[dict[str, Any]], queued: bool) -> str:
+    """offline after logout; syncing while a pull waits or runs; error after a failed pull; else idle."""
     if _STATUS.get(device.state) == "offline":
         return "offline"
-    if any(k["status"] == "running" for k in kinds):
+    if queued or any(k["status"] == "running" for k in kinds):
         return "syncing"
     if device.state == "error" or any(k["status"] == "error" for k in kinds):
         return "error"

@@ -105,7 +105,11 @@ class ContactRow:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-#: Item keys that mean "this contact was deleted upstream" (our decision: the protocol shows none).
+#: ``contact_type`` (ContactType, §9) of a contact removed from the account's list: 2049 Del. (8,
+#: DelByUser, means the customer removed the account on their side; the contact stays listed
+#: and the type is kept in ``extra``.)
+_CONTACT_DELETED = 2049
+#: Other item keys taken to mean "deleted upstream" (seen in neighbouring APIs, §12 labels).
 _DELETED_KEYS = ("deleted", "is_deleted", "del_flag", "bDeleted")
 
 
@@ -128,7 +132,8 @@ def contact_row(item: dict[str, Any], account_corp: str | None) -> ContactRow | 
         type=_contact_kind(user_id, corp, account_corp),
         corp_id=corp,
         labels=labels,
-        deleted=any(bool(int_or_none(item.get(k)) or item.get(k) is True) for k in _DELETED_KEYS),
+        deleted=int_or_none(item.get("contact_type")) == _CONTACT_DELETED
+        or any(bool(int_or_none(item.get(k)) or item.get(k) is True) for k in _DELETED_KEYS),
         extra=extra,
     )
 

@@ -3,7 +3,7 @@
 The shapes follow the fixtures of JUHEBOT.md §12 field for field. Where the protocol is silent the
 simulator makes the same decisions juhe-sync documents: contacts carry a change sequence number
 and ``/contact/sync_contact`` returns those changed after ``seq`` in that order; a contact deleted
-upstream comes back once in that stream with ``"deleted": 1``; ``get_room_list`` lists only the
+upstream comes back once in that stream with ``contact_type`` 2049 (ContactType Del, §9); ``get_room_list`` lists only the
 rooms the account owns (§12: the platform may not return the others).
 """
 
@@ -57,7 +57,7 @@ class Contact:
             "avatar": self.avatar,
             "corp_id": self.corp_id,
             "gender": int(self.user_id[-1]) % 2 + 1,
-            "contact_type": 2057,
+            "contact_type": 2049 if self.deleted else 2057,  # ContactType Del / Add (§9)
             "extend_info": {
                 "remark": self.remark,
                 "company_remark": "",
@@ -70,8 +70,6 @@ class Contact:
                 ],
             },
         }  # fmt: skip
-        if self.deleted:
-            item["deleted"] = 1
         return item
 
 
@@ -202,11 +200,7 @@ class Device:
                 contact = self.rng.choice(live)
                 live.remove(contact)
                 self.seq += 1
-                contact.deleted, contact.seq = True, self.seq
-                for room in self.rooms.values():
-                    if contact.user_id in room.members and contact.user_id != room.owner:
-                        del room.members[contact.user_id]
-                        room.version += 1
+                contact.deleted, contact.seq = True, self.seq  # rooms keep them: a friendship ended
                 events.append({"guid": self.guid, "notify_type": 2131, "data": {"user_id": contact.user_id}})
             elif roll < 0.8:
                 room = self.rng.choice(list(self.rooms.values()))

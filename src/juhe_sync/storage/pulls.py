@@ -82,7 +82,13 @@ def finish(conn: Conn, device_id: int, kind: str, cursor: str | None = None) -> 
         "finished_at = ?, succeeded_at = ?, heartbeat_at = NULL, last_error = NULL WHERE device_id = ? AND kind = ?",
         (cursor, now, now, device_id, kind),
     )
-    conn.execute("UPDATE devices SET last_sync_time = ?, last_error = NULL WHERE id = ?", (now, device_id))
+    # The device's error stays while another kind is still failed.
+    conn.execute(
+        "UPDATE devices SET last_sync_time = ?, last_error = CASE WHEN EXISTS "
+        "(SELECT 1 FROM sync_state WHERE device_id = ? AND status = 'error') THEN last_error ELSE NULL END "
+        "WHERE id = ?",
+        (now, device_id, device_id),
+    )
 
 
 def fail(conn: Conn, device_id: int, kind: str, error: str) -> None:

@@ -82,6 +82,11 @@ class SyncManager:
             self._cond.notify_all()
             return changed
 
+    def busy(self, guid: str) -> bool:
+        """Whether a sync of ``guid`` is waiting or running in this process."""
+        with self._cond:
+            return guid in self._pending or self.running == guid
+
     def _loop(self) -> None:
         while True:
             with self._cond:
@@ -94,6 +99,7 @@ class SyncManager:
                     if due:
                         guid = min(due, key=lambda g: self._pending[g].due)
                         work = self._pending.pop(guid)
+                        self.running = guid
                         break
                     wake = min([p.due for p in self._pending.values()] + [self._next_periodic])
                     self._cond.wait(timeout=max(0.01, min(wake - now, 60.0)))
@@ -107,7 +113,6 @@ class SyncManager:
             pending.everything = True
 
     def _run(self, guid: str, work: _Pending) -> None:
-        self.running = guid
         try:
             if work.everything:
                 self.syncer.sync(guid, full=work.full)
@@ -121,4 +126,5 @@ class SyncManager:
         except Exception:
             log.exception("sync of %s failed", guid)  # recorded in sync_state for sync-status
         finally:
-            self.running = None
+            with self._cond:
+                self.running = None

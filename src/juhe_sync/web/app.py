@@ -265,7 +265,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
 
     @app.get("/api/sync-status", response_model=schemas.SyncStatusResponse, responses=_errors(400, 404, 500))
     def sync_status(request: Request, guid: Guid) -> Response:
-        return ok(request.app.state.queries.sync_status(guid))
+        manager = request.app.state.sync
+        queued = manager is not None and manager.busy(guid)
+        return ok(request.app.state.queries.sync_status(guid, queued))
 
     if settings.bench_routes:
 
