@@ -10,8 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import SIM_GUID, Server, Simulator, fresh_database
-from tests.conftest import BACKENDS
+from tests.conftest import BACKENDS, SIM_GUID, Server, Simulator, fresh_database
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
