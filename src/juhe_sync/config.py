@@ -63,6 +63,14 @@ class Settings(BaseSettings):
     sync_interval: float = Field(
         30.0, ge=0, description="Minutes between periodic incremental syncs of every device (0: never)."
     )
+    ws_enabled: bool = Field(
+        False, description="WebSocket mode: connect out to the SaaS and take callbacks over it (behind NAT)."
+    )
+    ws_url: str = Field("wss://chat-api.juhebot.com/ws/juwe", description="The SaaS WebSocket endpoint.")
+    ws_guids: str = Field(
+        "",
+        description="Comma-separated device GUIDs to connect for in WebSocket mode (devices in `device_credentials` are added).",
+    )
     sync_debounce: float = Field(
         2.0, ge=0, description="Seconds a callback-triggered sync waits, so that a burst makes one sync."
     )
@@ -73,6 +81,14 @@ class Settings(BaseSettings):
         if value and not isinstance(json.loads(value), dict):
             raise ValueError("device_credentials must be a JSON object keyed by device GUID")
         return value
+
+    @property
+    def ws_device_list(self) -> list[str]:
+        """Devices WebSocket mode connects for: ``ws_guids`` and every device with own credentials."""
+        guids = [g.strip() for g in self.ws_guids.split(",") if g.strip()]
+        if self.device_credentials:
+            guids += [g for g in json.loads(self.device_credentials) if g not in guids]
+        return guids
 
     def credentials_for(self, guid: str) -> tuple[str, str] | None:
         """(app_key, app_secret) for a device: its override, else the global pair, else None."""

@@ -16,9 +16,10 @@ from juhe_sync import __version__
 from juhe_sync.config import Settings
 from juhe_sync.errors import ApiError, InvalidParams
 from juhe_sync.ingest.envelope import parse_body
+from juhe_sync.ingest.websocket import DeviceConnection, WebSocketIngest
 from juhe_sync.saas.client import client_from_settings
 from juhe_sync.service import QueryService, require_guid
-from juhe_sync.storage.base import Store
+from juhe_sync.storage.base import IngestOutcome, Store
 from juhe_sync.storage.factory import open_store
 from juhe_sync.storage.sqlstore import SQLStore
 from juhe_sync.sync.jobs import Syncer
@@ -96,6 +97,27 @@ def app_from_env() -> FastAPI:
     return create_app(settings)
 
 
+def _websocket_ingest(settings: Settings, store: Store, sync: SyncManager | None) -> WebSocketIngest | None:
+    if not settings.ws_enabled:
+        return None
+
+    def on_stored(guid: str, outcome: IngestOutcome) -> None:
+        if outcome.pulls and sync is not None:
+            sync.request(guid, outcome.pulls)
+
+    connections = []
+    for guid in settings.ws_device_list:
+        pair = settings.credentials_for(guid)
+        if pair is None:
+            log.warning("WebSocket mode: no credentials for %s; not connecting", guid)
+            continue
+        connections.append(DeviceConnection(store, settings.ws_url, guid, *pair, max_frame=settings.max_body_bytes,
+                                            on_stored=on_stored))  # fmt: skip
+    if not connections:
+        log.warning("WebSocket mode is on but no device is configured (JUHE_SYNC_WS_GUIDS)")
+    return WebSocketIngest(connections)
+
+
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     text = {
         400: "Invalid parameters",
@@ -132,9 +154,14 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
                 debounce=settings.sync_debounce,
             )
             app.state.sync.start()
+        app.state.websocket = _websocket_ingest(settings, active, app.state.sync)
+        if app.state.websocket is not None:
+            app.state.websocket.start()
         try:
             yield
         finally:
+            if app.state.websocket is not None:
+                await app.state.websocket.stop()
             if app.state.sync is not None:
                 await asyncio.to_thread(app.state.sync.stop)
                 app.state.sync.syncer.client.close()
@@ -267,7 +294,10 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     def sync_status(request: Request, guid: Guid) -> Response:
         manager = request.app.state.sync
         queued = manager is not None and manager.busy(guid)
-        return ok(request.app.state.queries.sync_status(guid, queued))
+        data = request.app.state.queries.sync_status(guid, queued)
+        if request.app.state.websocket is not None:
+            data["websocket"] = request.app.state.websocket.status(guid)
+        return ok(data)
 
     if settings.bench_routes:
 

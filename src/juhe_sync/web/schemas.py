@@ -129,6 +129,14 @@ class SyncKind(BaseModel):
     last_error: str | None
 
 
+class WebSocketState(BaseModel):
+    connected: bool
+    connects: int
+    callbacks: int = Field(description="Callback frames received on this process's connection.")
+    rejected: int
+    last_error: str | None
+
+
 class SyncStarted(BaseModel):
     guid: str
     full: bool
@@ -159,6 +167,9 @@ class SyncStatus(BaseModel):
     last_callback_time: str | None
     last_error: str | None
     sync: dict[str, SyncKind] = Field(description="Pull sync per kind: contacts, rooms, profile.")
+    websocket: WebSocketState | None = Field(
+        None, description="WebSocket mode only: this process's connection for the device (null if none)."
+    )
 
 
 class SyncStatusResponse(BaseModel):
