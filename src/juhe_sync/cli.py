@@ -228,14 +228,18 @@ def sync(
                     tasks[kind] = bar.add_task(kind, total=total)
                 bar.update(tasks[kind], completed=done, total=total)
 
-            report = Syncer(store, client).sync(guid, full=full, progress=progress)
+            report = Syncer(store, client, sync_messages=cfg.sync_messages).sync(
+                guid, full=full, progress=progress
+            )
     except ApiError as exc:
         console.print(f"[red]{exc.message}[/red]")
         raise typer.Exit(1) from None
     finally:
         client.close()
         store.close()
-    console.print(f"contacts {report.contacts}, rooms {report.rooms}, members {report.members}")
+    console.print(
+        f"contacts {report.contacts}, rooms {report.rooms}, members {report.members}, messages {report.messages}"
+    )
     for error in report.errors:
         console.print(f"[red]failed: {error}[/red]")
     if report.errors:

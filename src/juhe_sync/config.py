@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     sync_interval: float = Field(
         30.0, ge=0, description="Minutes between periodic incremental syncs of every device (0: never)."
     )
+    sync_messages: bool = Field(
+        False,
+        description="Gap recovery: also pull messages with `/sync/sync_msg` (deprecated and rate limited by the platform).",
+    )
     ws_enabled: bool = Field(
         False, description="WebSocket mode: connect out to the SaaS and take callbacks over it (behind NAT)."
     )

@@ -94,6 +94,18 @@ def normalize_event(event: Event, account: str | None, received_at: int, kind: s
     return effects
 
 
+def normalize_pulled_messages(items: list[Any], account: str | None, received_at: int) -> Effects:
+    """Message objects fetched with ``/sync/sync_msg`` (§12): the same records as from callbacks,
+    without pretending they were an event."""
+    effects = Effects()
+    for item in items:
+        if isinstance(item, dict):
+            _add_message(item, account, received_at, effects)
+        else:
+            effects.skipped += 1
+    return effects
+
+
 # --- message events ------------------------------------------------------------------------
 
 

@@ -11,8 +11,9 @@ Run it with ``juhe-sync simulate``. Besides the platform's own endpoints it has 
   ``ws_drop`` closes every WebSocket after ``count`` more frames.
 * ``POST /_sim/mutate`` ``{"guid", "changes", "push"?}`` changes contacts and rooms upstream and,
   with ``push``, delivers the callbacks the platform would send.
-* ``POST /_sim/push`` ``{"guid", "messages"?, "events"?, "duplicates"?}`` delivers callbacks to
-  ``--push-to`` over HTTP and to every authenticated WebSocket client of that device.
+* ``POST /_sim/push`` ``{"guid", "messages"?, "events"?, "duplicates"?, "deliver"?}`` delivers
+  callbacks to ``--push-to`` over HTTP and to every authenticated WebSocket client of that
+  device; with ``"deliver": false`` the messages only exist upstream (for ``/sync/sync_msg``).
 * ``GET /_sim/truth?guid=[&seen_rooms=id,id]`` what a complete sync must leave in juhe-sync (rooms:
   the listed ones and those seen elsewhere); ``GET /_sim/stats``.
 """
@@ -143,6 +144,8 @@ def create_simulator(state: SimState) -> Starlette:
             for _ in range(int(spec.get("messages", 0))):
                 number = next(state.message_numbers)
                 events.append({"guid": device.guid, "notify_type": 11010, "data": device.message(number)})
+        if spec.get("deliver", True) is False:  # callbacks the platform "lost": only sync_msg has them
+            return JSONResponse({"events": events, "delivered": 0})
         delivered = await _deliver(state, device.guid, events, duplicates=int(spec.get("duplicates", 0)))
         return JSONResponse({"events": events, "delivered": delivered})
 
@@ -198,6 +201,9 @@ def _dispatch(device: Device, path: str, data: dict[str, Any]) -> Response:
         return _ok(device.sync_room(str(data.get("room_id")), int(data.get("version") or 0)))
     if path == "/user/get_profile":
         return _ok(device.profile())
+    if path == "/sync/sync_msg":
+        page = device.sync_messages(str(data.get("sync_key") or ""), limit)
+        return _error(1001, "invalid sync_key") if page is None else _ok(page)
     return _error(404, f"unknown path {path}")
 
 

@@ -123,6 +123,8 @@ class Device:
         self.rooms: dict[str, Room] = {}
         self.next_id = 1
         self.clock = 1_717_000_000
+        #: Every message the device has had, for ``/sync/sync_msg`` (delivered as callbacks or not).
+        self.messages: list[dict[str, Any]] = []
         for _ in range(contacts):
             self.add_contact()
         people = [c.user_id for c in self.contacts.values()]
@@ -228,13 +230,24 @@ class Device:
         self.clock += 7
         room = self.rng.choice(list(self.rooms.values())) if self.rng.random() < 0.4 else None
         sender = self.rng.choice(list(room.members) if room else [c.user_id for c in self.contacts.values()])
-        return {
+        item = {
             "seq": str(7_000_000 + n), "id": str(1_000_000 + n), "appinfo": f"SIM{self.guid[:8]}{n:010d}",
             "sender": sender, "receiver": "0" if room else self.account, "roomid": room.room_id if room else "0",
             "sendtime": self.clock, "sender_name": self.contacts[sender].name if sender in self.contacts else "",
             "content_type": 2, "referid": "0", "flag": 16777216, "content": f"模拟消息 {n}：报价单已发送，请查收。",
             "at_list": [], "quote_content": "", "quote_appinfo": "", "send_flag": 0, "msg_type": 2,
         }  # fmt: skip
+        self.messages.append(item)
+        return item
+
+    def sync_messages(self, sync_key: str, limit: int) -> dict[str, Any] | None:
+        """``/sync/sync_msg``: messages after ``sync_key`` (a seq); None when the key is refused."""
+        if not sync_key.isdigit() or sync_key == "0":
+            return None
+        after = [m for m in self.messages if int(m["seq"]) > int(sync_key)]
+        page = after[: max(1, limit)]
+        return {"msg_list": page, "max_sync_key": page[-1]["seq"] if page else sync_key,
+                "continue_flag": int(len(after) > len(page))}  # fmt: skip
 
     # --- the pull API ---------------------------------------------------------------------
 

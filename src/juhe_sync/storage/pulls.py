@@ -225,6 +225,18 @@ def room_versions(conn: Conn, device_id: int) -> dict[str, int | None]:
     return {r[0]: r[1] for r in rows}
 
 
+# --- messages ------------------------------------------------------------------------------
+
+
+def newest_seq(conn: Conn, device_id: int) -> str | None:
+    """The largest numeric ``seq`` among the device's newest messages (a first ``sync_key``)."""
+    rows = conn.execute(
+        "SELECT seq FROM messages WHERE device_id = ? ORDER BY id DESC LIMIT 200", (device_id,)
+    ).fetchall()
+    seqs = [int(r[0]) for r in rows if r[0] and str(r[0]).isdigit()]
+    return str(max(seqs)) if seqs else None
+
+
 # --- the account -----------------------------------------------------------------------------
 
 

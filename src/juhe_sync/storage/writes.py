@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
 from juhe_sync.ingest.envelope import Event
-from juhe_sync.ingest.normalize import Effects, MessageRecord, normalize_event
+from juhe_sync.ingest.normalize import Effects, MessageRecord, normalize_event, normalize_pulled_messages
 from juhe_sync.storage.base import IngestOutcome
 from juhe_sync.timeutil import iso_utc
 
@@ -129,7 +129,9 @@ class Writer:
 
     def prepare(self, event: Event, account: str | None, kind: str, received_at: int) -> Prepared:
         """Everything pure about applying ``event``; runs outside the writer (no connection)."""
-        effects = normalize_event(event, account, received_at, kind)
+        return self.prepare_effects(normalize_event(event, account, received_at, kind), account, kind)
+
+    def prepare_effects(self, effects: Effects, account: str | None, kind: str) -> Prepared:
         index = self.dialect.text_index
         return Prepared(
             account,
@@ -200,6 +202,12 @@ class Writer:
             return IngestOutcome("failed", journal_id)
         return IngestOutcome("stored", journal_id, applied.messages_added, prepared.effects.pulls)
 
+    def apply_pulled_messages(self, conn: Conn, guid: str, items: list[Any], received_at: int) -> Applied:
+        """Store messages fetched by pull sync; they dedupe against callbacks like any message."""
+        device_id, account, kind = self.ensure_device(conn, guid, received_at)
+        prepared = self.prepare_effects(normalize_pulled_messages(items, account, received_at), account, kind)
+        return self.apply(conn, device_id, prepared, None, replay=False)
+
     def replay_event(
         self, conn: Conn, journal_id: int, device_id: int, event: Event, received_at: int
     ) -> Applied:
@@ -218,7 +226,7 @@ class Writer:
         conn: Conn,
         device_id: int,
         prepared: Prepared,
-        journal_id: int,
+        journal_id: int | None,
         *,
         replay: bool,
         seen_at: str | None = None,
@@ -347,7 +355,7 @@ class Writer:
         record: MessageRecord,
         fp: str,
         index: Any | None,
-        journal_id: int,
+        journal_id: int | None,
         message_id: int | None = None,
     ) -> int | None:
         """Insert unless the device already has this message; returns the new id or ``None``."""
@@ -391,7 +399,7 @@ class Writer:
         record: MessageRecord,
         fp: str,
         index: Any | None,
-        journal_id: int,
+        journal_id: int | None,
         conv_delta: dict[int, list[int]],
     ) -> tuple[int, int]:
         """Replay: insert a missing message, or rewrite one whose normalised form changed."""

@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from juhe_sync.errors import InvalidParams
+from juhe_sync.ingest.ids import int_or_none
 from juhe_sync.saas import protocol
 from juhe_sync.saas.client import SaasClient
 from juhe_sync.saas.protocol import SaasError
 from juhe_sync.storage import pulls
 from juhe_sync.storage.leases import device_lease
 from juhe_sync.storage.sqlstore import SQLStore
+from juhe_sync.timeutil import now_seconds
 
 log = logging.getLogger("juhe_sync.sync")
 
@@ -31,6 +33,7 @@ Progress = Callable[[str, int, int | None], None]
 CONTACT_PAGE = 100
 ROOM_PAGE = 100
 ROOM_DETAIL_CHUNK = 20
+MESSAGE_PAGE = 100
 
 
 @dataclass(slots=True)
@@ -38,13 +41,16 @@ class SyncReport:
     contacts: int = 0
     rooms: int = 0
     members: int = 0
+    messages: int = 0
     errors: list[str] = field(default_factory=list)
 
 
 class Syncer:
-    def __init__(self, store: SQLStore, client: SaasClient):
+    def __init__(self, store: SQLStore, client: SaasClient, *, sync_messages: bool = False):
         self.store = store
         self.client = client
+        #: Gap recovery with ``/sync/sync_msg`` (off by default: the platform deprecates it).
+        self.sync_messages = sync_messages
 
     # --- plumbing --------------------------------------------------------------------------
 
@@ -82,11 +88,10 @@ class Syncer:
         device_id = self._device_id(guid)
         report = SyncReport()
         with device_lease(self.store, device_id, "sync"):
-            for kind, job in (
-                ("profile", self._profile),
-                ("contacts", self._contacts),
-                ("rooms", self._rooms),
-            ):
+            jobs = [("profile", self._profile), ("contacts", self._contacts), ("rooms", self._rooms)]
+            if self.sync_messages:
+                jobs.append(("messages", self._messages))
+            for kind, job in jobs:
                 try:
                     job(guid, device_id, full, report, progress)
                 except Exception as exc:  # recorded in sync_state by _run
@@ -238,3 +243,33 @@ class Syncer:
             self._write(guid, lambda conn: pulls.finish(conn, device_id, "rooms"))
 
         self._run(guid, device_id, "rooms", full, body)
+
+    def _messages(
+        self, guid: str, device_id: int, full: bool, report: SyncReport, progress: Progress | None
+    ) -> None:
+        def body(run: pulls.SyncRun) -> None:
+            # §12: the first sync_key's origin is unknown; start from the newest seq callbacks gave.
+            key = run.cursor or self.store.read(lambda conn: pulls.newest_seq(conn, device_id))
+            done = run.done
+            while key:
+                data = self.client.call(guid, "/sync/sync_msg", {"sync_key": key, "limit": MESSAGE_PAGE})
+                items = [i for i in data.get("msg_list") or [] if isinstance(i, dict)]
+                next_key = str(data.get("max_sync_key") or key)
+                done += len(items)
+
+                def page(conn: Any, items: list[Any] = items, cursor: str = next_key, n: int = done) -> int:
+                    applied = self.store.writer.apply_pulled_messages(conn, guid, items, now_seconds())
+                    pulls.progress(conn, device_id, "messages", cursor, n)
+                    return applied.messages_added
+
+                report.messages += self._write(guid, page)
+                if progress:
+                    progress("messages", done, None)
+                more = int_or_none(data.get("continue_flag"))
+                if not items or not more or next_key == key:
+                    key = next_key
+                    break
+                key = next_key
+            self._write(guid, lambda conn: pulls.finish(conn, device_id, "messages", key or None))
+
+        self._run(guid, device_id, "messages", full, body)

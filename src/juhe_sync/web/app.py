@@ -149,7 +149,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         app.state.sync = None
         if settings.pull_enabled and isinstance(active, SQLStore):
             app.state.sync = SyncManager(
-                Syncer(active, client_from_settings(settings)),
+                Syncer(active, client_from_settings(settings), sync_messages=settings.sync_messages),
                 interval_seconds=settings.sync_interval * 60,
                 debounce=settings.sync_debounce,
             )
