@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     sync_interval: float = Field(
         30.0, ge=0, description="Minutes between periodic incremental syncs of every device (0: never)."
     )
+    lease_ttl: float = Field(
+        60.0,
+        ge=1,
+        description="Seconds after which the work lease of a process that died frees itself (another process then resumes its sync).",
+    )
     sync_messages: bool = Field(
         False,
         description="Gap recovery: also pull messages with `/sync/sync_msg` (deprecated and rate limited by the platform).",

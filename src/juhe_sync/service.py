@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import time
 from typing import Any
 
 from juhe_sync.errors import InvalidParams, NotFound
@@ -17,8 +16,6 @@ _CONVERSATION = re.compile(r"^[SR]:\S+$")
 
 #: Device state (from login/logout callbacks) -> the documented sync-status ``status``.
 _STATUS = {"offline": "offline", "logging_in": "offline", "verify": "offline", "error": "error"}
-#: A pull run with no heartbeat for this long died with its process (runs beat every page).
-SYNC_STALE_AFTER = 90.0
 _ONLINE = {"online": True, "offline": False, "logging_in": False, "verify": False, "error": False}
 
 
@@ -146,11 +143,9 @@ class QueryService:
         if device is None:
             raise NotFound(f"Device {guid} not found")
         kinds = self.store.sync_states(device.id)
-        now = time.time()
         for kind in kinds:
-            # A run whose process died is not syncing; its next run resumes it.
-            alive = kind["heartbeat_at"] is not None and now - kind["heartbeat_at"] < SYNC_STALE_AFTER
-            if kind["status"] == "running" and not alive:
+            # A run whose process died (its lease lapsed) is not syncing; the next run resumes it.
+            if kind["status"] == "running" and not kind["alive"]:
                 kind["status"] = "interrupted"
         return {
             "guid": device.guid,

@@ -152,3 +152,44 @@ def test_cli_sync_with_progress(tmp_path: Path) -> None:
         assert bad.returncode == 2 and "no SaaS credentials" in bad.stderr
     finally:
         sim.stop()
+
+
+def test_a_sync_killed_with_its_server_resumes_after_restart(tmp_path: Path) -> None:
+    """SIGKILL the server in the middle of a full contact sync; the restarted server resumes the
+    run from its last committed page once the dead process's lease expires."""
+    sim = Simulator(["kill-device"], contacts=2500, rooms=10).start()
+    env = {"JUHE_SYNC_SAAS_BASE_URL": sim.url, "JUHE_SYNC_APP_KEY": Simulator.APP_KEY,
+           "JUHE_SYNC_APP_SECRET": Simulator.APP_SECRET, "JUHE_SYNC_SAAS_RATE": "10", "JUHE_SYNC_LEASE_TTL": "2"}  # fmt: skip
+    server = Server(f"sqlite:///{tmp_path / 'x.db'}", tmp_path / "server.log", env).start()
+    try:
+        httpx.post(server.url + "/api/sync", params={"guid": "kill-device", "full": "true"}, timeout=30)
+
+        def contacts_done() -> int:
+            r = get(server, "/api/sync-status", guid="kill-device")
+            kinds = r.json()["data"]["sync"] if r.status_code == 200 else {}
+            return kinds.get("contacts", {}).get("done", 0)
+
+        deadline = time.monotonic() + 60
+        while contacts_done() < 700:
+            assert time.monotonic() < deadline, "the sync did not progress"
+            time.sleep(0.02)
+        server.kill()
+        pages_before = sim.state.calls["/contact/sync_contact"]
+        server.start()
+        time.sleep(2.5)  # the dead process's lease lapses
+        status = get(server, "/api/sync-status", guid="kill-device").json()["data"]
+        assert status["sync"]["contacts"]["status"] == "interrupted"
+        committed = status["sync"]["contacts"]["done"]
+        assert 700 <= committed < 2500
+        httpx.post(server.url + "/api/sync", params={"guid": "kill-device"}, timeout=30)
+        time.sleep(0.3)
+        status = wait_idle(server, "kill-device", timeout=90)
+        assert status["status"] == "idle", status
+        # Only the pages after the last committed one were fetched again (+ the empty last page).
+        refetched = sim.state.calls["/contact/sync_contact"] - pages_before
+        assert refetched <= (2500 - committed) // 100 + 2
+        assert api_state(server, "kill-device") == sim.truth("kill-device")
+        assert status["contacts_count"] == 2500
+    finally:
+        server.stop()
+        sim.stop()

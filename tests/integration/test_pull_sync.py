@@ -175,7 +175,7 @@ def test_a_run_killed_midway_resumes_without_duplicates(store: Store, simulator:
         syncer.sync(SIM_GUID, full=True)
     syncer.client.call = real  # type: ignore[method-assign]
     status = QueryService(store).sync_status(SIM_GUID)
-    assert status["sync"]["rooms"]["status"] == "running"  # its heartbeat is fresh: it looks alive
+    assert status["sync"]["rooms"]["status"] == "interrupted"  # nobody holds the device's lease
     before = simulator.state.calls["/room/batch_get_room_detail"]
     assert syncer.sync(SIM_GUID).errors == []
     rooms = len(simulator.truth(SIM_GUID)["rooms"])

@@ -24,12 +24,10 @@ import websockets
 from juhe_sync.errors import ApiError
 from juhe_sync.ingest.envelope import parse_body
 from juhe_sync.storage.base import IngestOutcome, Store
-from juhe_sync.storage.leases import PROCESS_ID
+from juhe_sync.storage.leases import DEFAULT_TTL, PROCESS_ID
 from juhe_sync.timeutil import now_seconds
 
 log = logging.getLogger("juhe_sync.websocket")
-
-LEASE_TTL = 60.0
 
 
 class AuthRefused(Exception):
@@ -80,6 +78,7 @@ class DeviceConnection:
         max_frame: int,
         on_stored: OnStored | None = None,
         backoff: Backoff | None = None,
+        lease_ttl: float = DEFAULT_TTL,
     ):
         self.store = store
         self.url = url
@@ -89,6 +88,7 @@ class DeviceConnection:
         self.max_frame = max_frame
         self.on_stored = on_stored
         self.backoff = backoff or Backoff()
+        self.lease_ttl = lease_ttl
         self.stats = ConnectionStats()
         self._stopping = asyncio.Event()
         self._lease = f"ws:{guid}"
@@ -99,8 +99,10 @@ class DeviceConnection:
     async def run(self) -> None:
         try:
             while not self._stopping.is_set():
-                if not await asyncio.to_thread(self.store.acquire_lease, self._lease, PROCESS_ID, LEASE_TTL):
-                    await self._sleep(LEASE_TTL / 2)  # another process holds this device's connection
+                if not await asyncio.to_thread(
+                    self.store.acquire_lease, self._lease, PROCESS_ID, self.lease_ttl
+                ):
+                    await self._sleep(self.lease_ttl / 2)  # another process holds this device's connection
                     continue
                 try:
                     await self._connect_once()
@@ -142,8 +144,8 @@ class DeviceConnection:
 
     async def _renew_lease(self, ws: websockets.ClientConnection) -> None:
         while True:
-            await asyncio.sleep(LEASE_TTL / 3)
-            if not await asyncio.to_thread(self.store.acquire_lease, self._lease, PROCESS_ID, LEASE_TTL):
+            await asyncio.sleep(self.lease_ttl / 3)
+            if not await asyncio.to_thread(self.store.acquire_lease, self._lease, PROCESS_ID, self.lease_ttl):
                 log.warning("websocket of %s lost its lease; closing", self.guid)
                 await ws.close()
                 return

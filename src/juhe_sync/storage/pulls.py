@@ -249,23 +249,17 @@ def store_profile(conn: Conn, device_id: int, profile: Profile) -> None:
 
 
 def sync_states(conn: Conn, device_id: int) -> list[dict[str, Any]]:
+    """Each kind's run state, with ``alive``: whether some process holds the device's work lease
+    now (a run left ``running`` without it died with its process)."""
+    lease = conn.execute("SELECT expires_at FROM leases WHERE name = ?", (f"device:{device_id}",)).fetchone()
+    alive = lease is not None and lease[0] > time.time()
     rows = conn.execute(
-        "SELECT kind, status, done, total, heartbeat_at, started_at, succeeded_at, last_error, run_full "
+        "SELECT kind, status, done, total, started_at, succeeded_at, last_error, run_full "
         "FROM sync_state WHERE device_id = ? ORDER BY kind",
         (device_id,),
     ).fetchall()
-    keys = (
-        "kind",
-        "status",
-        "done",
-        "total",
-        "heartbeat_at",
-        "started_at",
-        "succeeded_at",
-        "last_error",
-        "full",
-    )
-    return [dict(zip(keys, r, strict=True)) for r in rows]
+    keys = ("kind", "status", "done", "total", "started_at", "succeeded_at", "last_error", "full")
+    return [{**dict(zip(keys, r, strict=True)), "alive": alive} for r in rows]
 
 
 def _json(value: Any) -> str:

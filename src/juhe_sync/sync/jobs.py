@@ -19,7 +19,7 @@ from juhe_sync.saas import protocol
 from juhe_sync.saas.client import SaasClient
 from juhe_sync.saas.protocol import SaasError
 from juhe_sync.storage import pulls
-from juhe_sync.storage.leases import device_lease
+from juhe_sync.storage.leases import DEFAULT_TTL, device_lease
 from juhe_sync.storage.sqlstore import SQLStore
 from juhe_sync.timeutil import now_seconds
 
@@ -46,9 +46,18 @@ class SyncReport:
 
 
 class Syncer:
-    def __init__(self, store: SQLStore, client: SaasClient, *, sync_messages: bool = False):
+    def __init__(
+        self,
+        store: SQLStore,
+        client: SaasClient,
+        *,
+        sync_messages: bool = False,
+        lease_ttl: float = DEFAULT_TTL,
+    ):
         self.store = store
         self.client = client
+        #: A dead process's lease frees itself after this many seconds; then its run can resume.
+        self.lease_ttl = lease_ttl
         #: Gap recovery with ``/sync/sync_msg`` (off by default: the platform deprecates it).
         self.sync_messages = sync_messages
 
@@ -87,7 +96,7 @@ class Syncer:
             raise InvalidParams("guid is required")
         device_id = self._device_id(guid)
         report = SyncReport()
-        with device_lease(self.store, device_id, "sync"):
+        with device_lease(self.store, device_id, "sync", ttl=self.lease_ttl):
             jobs = [("profile", self._profile), ("contacts", self._contacts), ("rooms", self._rooms)]
             if self.sync_messages:
                 jobs.append(("messages", self._messages))
@@ -101,7 +110,7 @@ class Syncer:
     def sync_contacts(self, guid: str, *, full: bool = False) -> SyncReport:
         device_id = self._device_id(guid)
         report = SyncReport()
-        with device_lease(self.store, device_id, "sync"):
+        with device_lease(self.store, device_id, "sync", ttl=self.lease_ttl):
             self._contacts(guid, device_id, full, report, None)
         return report
 
@@ -124,7 +133,7 @@ class Syncer:
                     report.members += sum(len(d.members or ()) for d in details)
             self._write(guid, lambda conn: pulls.finish(conn, device_id, "room_changes"))
 
-        with device_lease(self.store, device_id, "sync"):
+        with device_lease(self.store, device_id, "sync", ttl=self.lease_ttl):
             self._run(guid, device_id, "room_changes", False, body)
         return report
 

@@ -107,6 +107,15 @@ class SyncManager:
                     return
             self._run(guid, work)
 
+    def _requeue(self, guid: str, work: _Pending, delay: float) -> None:
+        with self._cond:
+            pending = self._pending.setdefault(guid, _Pending(due=time.monotonic() + delay))
+            pending.full |= work.full
+            pending.everything |= work.everything
+            pending.contacts |= work.contacts
+            pending.rooms |= work.rooms
+            self._cond.notify_all()
+
     def _queue_periodic(self) -> None:
         for _, guid in self.syncer.store.device_ids():
             pending = self._pending.setdefault(guid, _Pending(due=time.monotonic()))
@@ -122,7 +131,10 @@ class SyncManager:
                 if work.rooms:
                     self.syncer.refresh_rooms(guid, sorted(work.rooms))
         except LeaseBusy:
-            log.info("sync of %s skipped: another process holds its lease", guid)
+            # Another process syncs this device, or one that died still holds the lease until
+            # it expires: try again then (a live holder's work makes the retry a cheap no-op).
+            log.info("sync of %s waits: another process holds its lease", guid)
+            self._requeue(guid, work, self.syncer.lease_ttl / 2)
         except Exception:
             log.exception("sync of %s failed", guid)  # recorded in sync_state for sync-status
         finally:

@@ -112,7 +112,7 @@ def _websocket_ingest(settings: Settings, store: Store, sync: SyncManager | None
             log.warning("WebSocket mode: no credentials for %s; not connecting", guid)
             continue
         connections.append(DeviceConnection(store, settings.ws_url, guid, *pair, max_frame=settings.max_body_bytes,
-                                            on_stored=on_stored))  # fmt: skip
+                                            on_stored=on_stored, lease_ttl=settings.lease_ttl))  # fmt: skip
     if not connections:
         log.warning("WebSocket mode is on but no device is configured (JUHE_SYNC_WS_GUIDS)")
     return WebSocketIngest(connections)
@@ -149,7 +149,12 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         app.state.sync = None
         if settings.pull_enabled and isinstance(active, SQLStore):
             app.state.sync = SyncManager(
-                Syncer(active, client_from_settings(settings), sync_messages=settings.sync_messages),
+                Syncer(
+                    active,
+                    client_from_settings(settings),
+                    sync_messages=settings.sync_messages,
+                    lease_ttl=settings.lease_ttl,
+                ),
                 interval_seconds=settings.sync_interval * 60,
                 debounce=settings.sync_debounce,
             )
