@@ -64,7 +64,8 @@ def test_callbacks_and_every_query(client: httpx.Client) -> None:
 
     r = client.get("/api/contacts", params={"guid": GUID, "keyword": "张"})
     assert r.json() == {"success": True, "data": {"contacts": [
-        {"id": "7881300000001234", "name": "张伟", "remark": None, "avatar": None, "type": "external"}],
+        {"id": "7881300000001234", "name": "张伟", "remark": None, "avatar": None, "type": "external",
+         "corp_id": None, "labels": [], "source": "message"}],
         "total": 1, "page": 1, "limit": 20, "next_cursor": None}}
     assert client.get("/api/contacts", params={"guid": GUID}).json()["data"]["total"] == 4
 

@@ -154,13 +154,19 @@ def test_cli_sync_with_progress(tmp_path: Path) -> None:
         sim.stop()
 
 
-def test_a_sync_killed_with_its_server_resumes_after_restart(tmp_path: Path) -> None:
+@pytest.fixture(params=BACKENDS)
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with fresh_database(request.param, tmp_path) as url:
+        yield url
+
+
+def test_a_sync_killed_with_its_server_resumes_after_restart(database: str, tmp_path: Path) -> None:
     """SIGKILL the server in the middle of a full contact sync; the restarted server resumes the
     run from its last committed page once the dead process's lease expires."""
     sim = Simulator(["kill-device"], contacts=2500, rooms=10).start()
     env = {"JUHE_SYNC_SAAS_BASE_URL": sim.url, "JUHE_SYNC_APP_KEY": Simulator.APP_KEY,
            "JUHE_SYNC_APP_SECRET": Simulator.APP_SECRET, "JUHE_SYNC_SAAS_RATE": "10", "JUHE_SYNC_LEASE_TTL": "2"}  # fmt: skip
-    server = Server(f"sqlite:///{tmp_path / 'x.db'}", tmp_path / "server.log", env).start()
+    server = Server(database, tmp_path / "server.log", env).start()
     try:
         httpx.post(server.url + "/api/sync", params={"guid": "kill-device", "full": "true"}, timeout=30)
 

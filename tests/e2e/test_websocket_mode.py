@@ -64,6 +64,9 @@ def test_websocket_mode_stores_exactly_what_was_sent_across_disconnects(database
         assert status["messages_count"] == 150
         ws = status["websocket"]
         assert ws["connected"] and ws["connects"] >= 2 and ws["callbacks"] >= 300 and ws["rejected"] == 0
+        # Application-level pings are answered.
+        assert httpx.post(sim.url + "/_sim/ping", params={"guid": GUID}, timeout=10).json() == {"sent": 1}
+        until(lambda: stats(sim)["acks"].get("pong", 0) == 1, what="a pong")
         # A frame that is not a callback is rejected with success: false, and nothing is stored.
         sim.post("/_sim/push", {"guid": GUID, "events": [{"guid": GUID, "notify_type": "x", "data": {}}]})
         until(lambda: stats(sim)["acks"].get("failure", 0) >= 1, what="a failure ack")

@@ -54,6 +54,10 @@ def test_full_sync_stores_exactly_the_device(store: Store, simulator: Simulator)
     status = QueryService(store).sync_status(SIM_GUID)
     assert status["status"] == "idle" and status["last_sync_time"]
     assert {k: v["status"] for k, v in status["sync"].items()} == {"contacts": "idle", "profile": "idle", "rooms": "idle"}
+    labelled = [c for c in simulator.state.devices[SIM_GUID].contacts.values() if c.labels]
+    listed = {c["id"]: c for c in walk(lambda cur: QueryService(store).contacts(SIM_GUID, 1, 100, None, cur), "contacts")}
+    assert labelled and all(listed[c.user_id]["labels"] == c.labels for c in labelled)
+    assert {c["source"] for c in listed.values()} == {"sync"}
     # Rooms the account does not own are not listed by get_room_list; details still came.
     assert any(not r.owned for r in simulator.state.devices[SIM_GUID].rooms.values())
 

@@ -47,7 +47,8 @@ def test_every_fixture_is_stored_as_documented(store: Store) -> None:
     assert [r["id"] for r in rooms] == ["R:10696052788813579", "R:10772491266604821"]
     contacts = {c["id"]: c for c in store.contacts(device.id, None, 0, 50).items}
     assert contacts["7881300000001234"] == {
-        "id": "7881300000001234", "name": "张伟", "remark": None, "avatar": None, "type": "external"
+        "id": "7881300000001234", "name": "张伟", "remark": None, "avatar": None, "type": "external",
+        "corp_id": None, "labels": [], "source": "message",
     }
     assert contacts["1688850000067890"]["type"] == "internal"
     assert ACCOUNT not in contacts

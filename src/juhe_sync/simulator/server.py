@@ -14,6 +14,8 @@ Run it with ``juhe-sync simulate``. Besides the platform's own endpoints it has 
 * ``POST /_sim/push`` ``{"guid", "messages"?, "events"?, "duplicates"?, "deliver"?}`` delivers
   callbacks to ``--push-to`` over HTTP and to every authenticated WebSocket client of that
   device; with ``"deliver": false`` the messages only exist upstream (for ``/sync/sync_msg``).
+* ``POST /_sim/ping?guid=`` sends an application-level ``{"type": "ping"}`` to the device's
+  WebSockets (``pong`` answers are counted in the stats' ``acks``).
 * ``GET /_sim/truth?guid=[&seen_rooms=id,id]`` what a complete sync must leave in juhe-sync (rooms:
   the listed ones and those seen elsewhere); ``GET /_sim/stats``.
 """
@@ -149,6 +151,14 @@ def create_simulator(state: SimState) -> Starlette:
         delivered = await _deliver(state, device.guid, events, duplicates=int(spec.get("duplicates", 0)))
         return JSONResponse({"events": events, "delivered": delivered})
 
+    async def ping(request: Request) -> Response:
+        guid = request.query_params["guid"]
+        sockets = list(state.sockets.get(guid, ()))
+        for ws in sockets:
+            with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+                await ws.send_text(json.dumps({"type": "ping"}))
+        return JSONResponse({"sent": len(sockets)})
+
     async def truth(request: Request) -> Response:
         seen = set(filter(None, request.query_params.get("seen_rooms", "").split(",")))
         return JSONResponse(state.devices[request.query_params["guid"]].truth(seen))
@@ -165,6 +175,7 @@ def create_simulator(state: SimState) -> Starlette:
             Route("/_sim/mutate", mutate, methods=["POST"]),
             Route("/_sim/push", push, methods=["POST"]),
             Route("/_sim/truth", truth),
+            Route("/_sim/ping", ping, methods=["POST"]),
             Route("/_sim/stats", stats),
             WebSocketRoute("/ws/juwe", lambda ws: _websocket(state, ws)),
         ]
@@ -272,7 +283,9 @@ async def _websocket(state: SimState, ws: WebSocket) -> None:
             await _send_event(state, ws, event_id, event)
         while True:
             frame = json.loads(await ws.receive_text())
-            if frame.get("type") == "ack":
+            if frame.get("type") == "pong":
+                state.acks["pong"] += 1
+            elif frame.get("type") == "ack":
                 state.acks["success" if frame.get("success") else "failure"] += 1
                 if frame.get("success"):
                     state.unacked[guid].pop(str(frame.get("event_id")), None)

@@ -59,11 +59,15 @@ def contacts(
     total = conn.execute(f"SELECT count(*) FROM contacts WHERE {where}", params).fetchone()[0]
     page_where, page_params = keyset(where, params, "user_id", after)
     rows = conn.execute(
-        f"SELECT user_id, name, remark, avatar, type FROM contacts WHERE {page_where} "
+        f"SELECT user_id, name, remark, avatar, type, corp_id, labels, source FROM contacts WHERE {page_where} "
         "ORDER BY user_id LIMIT ? OFFSET ?",
         (*page_params, limit, 0 if after is not None else offset),
     ).fetchall()
-    items = [{"id": r[0], "name": r[1], "remark": r[2], "avatar": r[3], "type": r[4]} for r in rows]
+    items = [
+        {"id": r[0], "name": r[1], "remark": r[2], "avatar": r[3], "type": r[4], "corp_id": r[5],
+         "labels": [label.get("label_id") for label in json.loads(r[6] or "[]")], "source": r[7]}
+        for r in rows
+    ]  # fmt: skip
     return Page(items, int(total), rows[-1][0] if len(rows) == limit else None)
 
 

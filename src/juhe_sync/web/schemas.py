@@ -24,6 +24,11 @@ class Contact(BaseModel):
     remark: str | None
     avatar: str | None
     type: str = Field(description="`internal` (a colleague in the account's corp) or `external`.")
+    corp_id: str | None = Field(None, description="The contact's corp, from pull sync.")
+    labels: list[str | None] = Field(default_factory=list, description="Label ids, from pull sync.")
+    source: Literal["message", "sync"] = Field(
+        "message", description="`sync`: filled by the SaaS pull API; `message`: only seen as a sender so far."
+    )
 
 
 _NEXT = "Pass as `cursor` to get the next page at constant cost; null on the last page."
