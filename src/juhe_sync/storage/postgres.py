@@ -1,7 +1,7 @@
 """The PostgreSQL backend (psycopg 3 with a connection pool).
 
-Several writer threads share one queue; each drains what is queued into one transaction (group
-commit, as on SQLite) on a connection of its own. Concurrent processes are safe because every
+Several writer threads, each with its own queue and connection, drain what is queued into one
+transaction (group commit, as on SQLite); a device's jobs always go to the same writer. Concurrent processes are safe because every
 write is idempotent in the database itself: unique keys with ``ON CONFLICT``, counters updated in
 place under the row lock. A batch that hits a deadlock, a serialisation failure or a dropped
 connection is retried whole; the journal's unique event key makes a retry of an already committed
@@ -11,10 +11,12 @@ batch a no-op.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import queue
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -76,9 +78,9 @@ class PostgresDialect:
     def extra_values(self, device_id: int, conversation_id: int, index: Any | None) -> tuple[Any, ...]:
         return (None if index is None else search.scoped_grams(index, device_id, conversation_id),)
 
-    def allocate_message_id(self, conn: Any, sendtime: int) -> int:
-        n = conn.execute("SELECT nextval('message_id_low')").fetchone()[0]
-        return sendtime << ID_SHIFT | (n & ID_LOW_MASK)
+    def message_id_expr(self, conn: Any, sendtime: int) -> tuple[str, int]:
+        # The low bits come from a shared sequence inside the insert itself: no round trip of its own.
+        return f"(?::bigint | (nextval('message_id_low') & {ID_LOW_MASK}))", sendtime << ID_SHIFT
 
     def index_message(
         self, conn: Any, message_id: int, device_id: int, conversation_id: int, index: Any
@@ -108,14 +110,18 @@ class PostgresStore(SQLStore):
         self.conninfo = url.replace("postgresql+psycopg://", "postgresql://")
         self.max_batch = max_batch
         self.writer = Writer(PostgresDialect())
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # One queue per writer; a device's jobs always go to the same one (by its lock key), so they
+        # gather into that writer's batches instead of queueing for the device's advisory lock
+        # behind the other writers. Jobs without a key are spread round-robin.
+        self._queues: list[queue.SimpleQueue[Any]] = [queue.SimpleQueue() for _ in range(writers)]
+        self._next_queue = itertools.count()
         self._closed = False
         self.pool = ConnectionPool(
             self.conninfo, min_size=1, max_size=pool_size, kwargs={"autocommit": True}, open=True, timeout=30
         )
         self._threads = [
-            threading.Thread(target=self._run, name=f"juhe-sync-pg-writer-{i}", daemon=True)
-            for i in range(writers)
+            threading.Thread(target=self._run, args=(q,), name=f"juhe-sync-pg-writer-{i}", daemon=True)
+            for i, q in enumerate(self._queues)
         ]
         for thread in self._threads:
             thread.start()
@@ -126,26 +132,30 @@ class PostgresStore(SQLStore):
         if self._closed:
             raise StorageError("the store is closed")
         job = _Job(fn, lock_key)
-        self._queue.put(job)
+        if lock_key is None:
+            index = next(self._next_queue) % len(self._queues)
+        else:
+            index = zlib.crc32(lock_key.encode("utf-8", "surrogatepass")) % len(self._queues)
+        self._queues[index].put(job)
         return job.future
 
     def _connect(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self.conninfo, autocommit=False)
 
-    def _run(self) -> None:
+    def _run(self, jobs_queue: queue.SimpleQueue[Any]) -> None:
         conn: psycopg.Connection[Any] | None = None
         while True:
-            first = self._queue.get()
+            first = jobs_queue.get()
             if first is _STOP:
                 break
             batch = [first]
             while len(batch) < self.max_batch:
                 try:
-                    job = self._queue.get_nowait()
+                    job = jobs_queue.get_nowait()
                 except queue.Empty:
                     break
                 if job is _STOP:
-                    self._queue.put(_STOP)  # leave it for this loop's next turn
+                    jobs_queue.put(_STOP)  # leave it for this loop's next turn
                     break
                 batch.append(job)
             jobs = [job for job in batch if job.future.set_running_or_notify_cancel()]
@@ -196,24 +206,31 @@ class PostgresStore(SQLStore):
         self, raw: psycopg.Connection[Any], jobs: list[_Job]
     ) -> list[tuple[_Job, Any, BaseException | None]]:
         conn = PgConn(raw)
-        # Every writer, in every process, takes the device locks of a batch in sorted order before
-        # touching a row: writes of one device are serialised and batches never deadlock.
-        for key in sorted({job.lock_key for job in jobs if job.lock_key is not None}):
-            conn.execute("SELECT pg_advisory_xact_lock(?, hashtext(?))", (_DEVICE_LOCK_SPACE, key))
         outcomes: list[tuple[_Job, Any, BaseException | None]] = []
-        for job in jobs:
-            conn.execute("SAVEPOINT job")
-            try:
-                result = job.fn(conn)
-            except _RETRYABLE:
-                raise
-            except Exception as exc:
-                conn.execute("ROLLBACK TO SAVEPOINT job")
-                conn.execute("RELEASE SAVEPOINT job")
-                outcomes.append((job, None, exc))
-            else:
-                conn.execute("RELEASE SAVEPOINT job")
-                outcomes.append((job, result, None))
+        # Pipeline mode: statements whose results nobody reads (savepoints, counter updates) travel
+        # with the next one that is read, instead of costing a round trip each. Each job ends with a
+        # sync, so an error in any of its statements surfaces inside that job, and only that job's
+        # savepoint is rolled back.
+        with raw.pipeline() as pipeline:
+            # Every writer, in every process, takes the device locks of a batch in sorted order
+            # before touching a row: writes of one device are serialised and batches never deadlock.
+            for key in sorted({job.lock_key for job in jobs if job.lock_key is not None}):
+                conn.execute("SELECT pg_advisory_xact_lock(?, hashtext(?))", (_DEVICE_LOCK_SPACE, key))
+            for job in jobs:
+                conn.execute("SAVEPOINT job")
+                try:
+                    result = job.fn(conn)
+                    conn.execute("RELEASE SAVEPOINT job")
+                    pipeline.sync()
+                except _RETRYABLE:
+                    raise
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO SAVEPOINT job")
+                    conn.execute("RELEASE SAVEPOINT job")
+                    pipeline.sync()
+                    outcomes.append((job, None, exc))
+                else:
+                    outcomes.append((job, result, None))
         raw.commit()
         return outcomes
 
@@ -270,8 +287,8 @@ class PostgresStore(SQLStore):
         if self._closed:
             return
         self._closed = True
-        for _ in self._threads:
-            self._queue.put(_STOP)
+        for jobs_queue in self._queues:
+            jobs_queue.put(_STOP)
         for thread in self._threads:
             thread.join()
         self.pool.close()

@@ -56,7 +56,10 @@ class SQLiteDialect:
     def extra_values(self, device_id: int, conversation_id: int, index: Any | None) -> tuple[Any, ...]:
         return ()
 
-    def allocate_message_id(self, conn: Any, sendtime: int) -> int:
+    def message_id_expr(self, conn: Any, sendtime: int) -> tuple[str, int]:
+        return "?", self._allocate(conn, sendtime)
+
+    def _allocate(self, conn: Any, sendtime: int) -> int:
         lo = sendtime << ID_SHIFT
         row = conn.execute(
             "SELECT id FROM messages WHERE id <= ? ORDER BY id DESC LIMIT 1", (lo | ID_LOW_MASK,)

@@ -43,7 +43,10 @@ class Dialect(Protocol):
 
     def extra_values(self, device_id: int, conversation_id: int, index: Any | None) -> tuple[Any, ...]: ...
 
-    def allocate_message_id(self, conn: Conn, sendtime: int) -> int: ...
+    def message_id_expr(self, conn: Conn, sendtime: int) -> tuple[str, int]:
+        """SQL (one ``?`` placeholder) and its parameter for a new message's id in ``sendtime``'s second;
+        the insert's ``RETURNING id`` tells the value."""
+        ...
 
     def is_transient(self, exc: BaseException) -> bool:
         """A lock wait, deadlock or lost connection: retry the transaction, never journal it as failed."""
@@ -365,7 +368,6 @@ class Writer:
         marks[columns.index("revoked")] = (
             "(SELECT count(*) FROM revocations WHERE device_id = ? AND msg_id = ?)"
         )
-        sql = f"INSERT INTO messages ({', '.join(columns)}) VALUES ({', '.join(marks)}) ON CONFLICT DO NOTHING RETURNING id"
         values = (
             device_id, conv_id, record.dedup_key, record.msg_id, record.seq, record.appinfo,
             record.sender, record.receiver, record.room_id, record.sender_name, record.direction,
@@ -376,10 +378,15 @@ class Writer:
             *self.dialect.extra_values(device_id, conv_id, index),
         )  # fmt: skip
         for _ in range(8):
-            if message_id is None:
-                message_id = self.dialect.allocate_message_id(conn, record.sendtime)
-            row = conn.execute(sql, (message_id, *values)).fetchone()
+            id_sql, id_param = (
+                ("?", message_id)
+                if message_id is not None
+                else self.dialect.message_id_expr(conn, record.sendtime)
+            )
+            sql = f"INSERT INTO messages ({', '.join(columns)}) VALUES ({id_sql}, {', '.join(marks[1:])}) ON CONFLICT DO NOTHING RETURNING id"
+            row = conn.execute(sql, (id_param, *values)).fetchone()
             if row is not None:
+                message_id = int(row[0])
                 if index is not None:
                     self.dialect.index_message(conn, message_id, device_id, conv_id, index)
                 return message_id
