@@ -228,3 +228,43 @@ def _event(name: str):
 
     text = fixture_text(name)
     return parse_body(text), text, 1_718_100_000
+
+
+def test_one_transaction_sees_its_own_device_changes_and_counts_exactly(store: Store, monkeypatch) -> None:
+    """Jobs of one group commit share the device row and counters the writer keeps for the
+    transaction: a login followed by messages in the same batch must see the new account, and
+    the counters must be exact when a job in between fails after writing rows."""
+    import juhe_sync.storage.writes as writes
+    from juhe_sync.ingest.envelope import parse_body
+
+    real = writes.Writer.apply
+
+    def apply_then_fail(self, conn, device_id, prepared, journal_id, **kw):
+        applied = real(self, conn, device_id, prepared, journal_id, **kw)
+        if prepared.effects.messages and prepared.effects.messages[0].room_id:
+            raise RuntimeError("bug after the rows and counters were written")
+        return applied
+
+    monkeypatch.setattr(writes.Writer, "apply", apply_then_fail)
+
+    def event(name: str) -> tuple:
+        raw = fixture_text(name)
+        return parse_body(raw), raw, 1718000000
+
+    names = ["callback_11003_user_login.json", "callback_11010_text_private_outbound.json",
+             "callback_11010_text_room.json", "callback_11010_text_private_inbound.json"]  # fmt: skip
+    futures = [store.submit_event(*event(name)) for name in names]  # one batch, most likely
+    assert [f.result().status for f in futures] == ["stored", "stored", "failed", "stored"]
+    monkeypatch.undo()
+    assert {m["direction"] for m in messages_by_id(store).values()} == {"inbound", "outbound"}
+    device = store.device(GUID)
+    assert device is not None
+    page = store.messages(MessageQuery(device.id, limit=100))
+    assert device.messages_count == page.total == len(page.items) == 2
+    assert device.contacts_count == len(store.contacts(device.id, None, 0, 100).items)
+    assert device.rooms_count == 0  # the room came with the failed event only
+    assert device.last_callback_time is not None
+    assert store.journal_size(GUID) == 4
+    store.replay()  # the fix is deployed
+    device = store.device(GUID)
+    assert device is not None and device.messages_count == 3 and device.rooms_count == 1

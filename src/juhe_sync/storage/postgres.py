@@ -30,7 +30,7 @@ from juhe_sync.storage import reads, search
 from juhe_sync.storage.base import MessageQuery, Page
 from juhe_sync.storage.migrations import apply_pending
 from juhe_sync.storage.sqlstore import SQLStore
-from juhe_sync.storage.writes import ID_LOW_MASK, ID_SHIFT, Writer, id_range
+from juhe_sync.storage.writes import ID_LOW_MASK, ID_SHIFT, Writer, id_range, run_job
 
 log = logging.getLogger("juhe_sync.storage")
 
@@ -70,6 +70,9 @@ class PostgresDialect:
         return 0  # nothing is held back: grams are written with their rows
 
     def rollback_to(self, mark: int) -> None:
+        pass
+
+    def flush(self, conn: Any) -> None:
         pass
 
     def text_index(self, text: str) -> list[int]:
@@ -216,21 +219,11 @@ class PostgresStore(SQLStore):
             # before touching a row: writes of one device are serialised and batches never deadlock.
             for key in sorted({job.lock_key for job in jobs if job.lock_key is not None}):
                 conn.execute("SELECT pg_advisory_xact_lock(?, hashtext(?))", (_DEVICE_LOCK_SPACE, key))
+            self.writer.begin()
             for job in jobs:
-                conn.execute("SAVEPOINT job")
-                try:
-                    result = job.fn(conn)
-                    conn.execute("RELEASE SAVEPOINT job")
-                    pipeline.sync()
-                except _RETRYABLE:
-                    raise
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO SAVEPOINT job")
-                    conn.execute("RELEASE SAVEPOINT job")
-                    pipeline.sync()
-                    outcomes.append((job, None, exc))
-                else:
-                    outcomes.append((job, result, None))
+                result, error = run_job(conn, self.writer, job.fn, pipeline.sync)
+                outcomes.append((job, result, error))
+            self.writer.before_commit(conn)
         raw.commit()
         return outcomes
 

@@ -25,7 +25,7 @@ from juhe_sync.storage import reads, search
 from juhe_sync.storage.base import MessageQuery, Page
 from juhe_sync.storage.migrations import apply_pending
 from juhe_sync.storage.sqlstore import SQLStore
-from juhe_sync.storage.writes import ID_LOW_MASK, ID_SHIFT, Writer, id_range
+from juhe_sync.storage.writes import ID_LOW_MASK, ID_SHIFT, Writer, id_range, run_job
 
 log = logging.getLogger("juhe_sync.storage")
 
@@ -200,20 +200,11 @@ class SQLiteStore(SQLStore):
         pending.clear()
         try:
             conn.execute("BEGIN IMMEDIATE")
+            self.writer.begin()
             for job in jobs:
-                mark = self.dialect.mark()
-                conn.execute("SAVEPOINT job")
-                try:
-                    result = job.fn(conn)
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO SAVEPOINT job")
-                    conn.execute("RELEASE SAVEPOINT job")
-                    self.dialect.rollback_to(mark)  # the job's index operations go with its rows
-                    outcomes.append((job, None, exc))
-                else:
-                    conn.execute("RELEASE SAVEPOINT job")
-                    outcomes.append((job, result, None))
-            self.dialect.flush(conn)
+                result, error = run_job(conn, self.writer, job.fn)
+                outcomes.append((job, result, error))
+            self.writer.before_commit(conn)
             conn.execute("COMMIT")
         except Exception as exc:
             pending.clear()

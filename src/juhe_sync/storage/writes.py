@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
@@ -60,6 +61,10 @@ class Dialect(Protocol):
         """Forget held-back work done after ``mark``: its savepoint was rolled back."""
         ...
 
+    def flush(self, conn: Conn) -> None:
+        """Write the held-back work, just before the transaction commits."""
+        ...
+
     def index_message(
         self, conn: Conn, message_id: int, device_id: int, conversation_id: int, index: Any
     ) -> None: ...
@@ -77,18 +82,51 @@ def id_range(start: int | None, end: int | None) -> tuple[int, int]:
 
 
 @contextmanager
-def savepoint(conn: Conn, name: str, dialect: Dialect) -> Iterator[None]:
-    """A savepoint that also rolls back whatever the dialect held back for commit time."""
-    mark = dialect.mark()
+def savepoint(conn: Conn, name: str, writer: Writer) -> Iterator[None]:
+    """A savepoint that also rolls back whatever the writer holds back for commit time."""
+    mark = writer.mark()
     conn.execute(f"SAVEPOINT {name}")
     try:
         yield
     except BaseException:
         conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
         conn.execute(f"RELEASE SAVEPOINT {name}")
-        dialect.rollback_to(mark)
+        writer.rollback_to(mark)
         raise
     conn.execute(f"RELEASE SAVEPOINT {name}")
+
+
+def run_job(
+    conn: Conn, writer: Writer, fn: Callable[[Conn], Any], sync: Callable[[], None] | None = None
+) -> tuple[Any, BaseException | None]:
+    """One job of a write transaction in a savepoint of its own: (result, None) or (None, error).
+    A :class:`Recovery` is rolled back and then recovered in the same savepoint. Transient errors
+    (lost locks and connections) propagate: the caller retries the whole transaction. ``sync``
+    (PostgreSQL pipeline mode) makes the job's queued statements report their errors here."""
+    mark = writer.mark()
+    conn.execute("SAVEPOINT job")
+    try:
+        try:
+            result = fn(conn)
+            if sync is not None:
+                sync()
+        except Recovery as recovery:
+            conn.execute("ROLLBACK TO SAVEPOINT job")
+            writer.rollback_to(mark)
+            result = recovery.recover(conn)
+        conn.execute("RELEASE SAVEPOINT job")
+        if sync is not None:
+            sync()
+        return result, None
+    except Exception as exc:
+        if writer.dialect.is_transient(exc):
+            raise
+        conn.execute("ROLLBACK TO SAVEPOINT job")
+        conn.execute("RELEASE SAVEPOINT job")
+        if sync is not None:
+            sync()
+        writer.rollback_to(mark)
+        return None, exc
 
 
 def fingerprint(record: MessageRecord) -> str:
@@ -99,6 +137,49 @@ def fingerprint(record: MessageRecord) -> str:
 
 def astuple_shallow(record: MessageRecord) -> tuple[Any, ...]:
     return tuple(getattr(record, f.name) for f in fields(record))
+
+
+class Recovery(Exception):
+    """A job failed but still has something to commit. The store rolls the job back to its
+    savepoint and then runs :meth:`recover` in that savepoint; its result is the job's result."""
+
+    def recover(self, conn: Conn) -> Any:
+        raise NotImplementedError
+
+
+class _ApplyFailed(Recovery):
+    """Applying a journalled event raised: keep the event in the journal as ``failed`` (``replay``
+    applies it once the cause is fixed) and acknowledge it."""
+
+    def __init__(self, writer: Writer, event: Event, raw: str, received_at: int, error: Exception):
+        super().__init__(f"{type(error).__name__}: {error}")
+        self.writer, self.event, self.raw, self.received_at = writer, event, raw, received_at
+
+    def recover(self, conn: Conn) -> IngestOutcome:
+        device_id, _, _ = self.writer.ensure_device(conn, self.event.guid, self.received_at)
+        row = conn.execute(
+            "INSERT INTO journal (device_id, event_key, notify_type, received_at, body, status, error) "
+            "VALUES (?, ?, ?, ?, ?, 'failed', ?) ON CONFLICT (event_key) DO NOTHING RETURNING id",
+            (device_id, self.event.key, self.event.notify_type, self.received_at, self.raw, str(self)[:2000]),
+        ).fetchone()
+        if row is None:
+            return IngestOutcome("duplicate")
+        self.writer.count(device_id, seen_at=iso_utc(self.received_at))
+        return IngestOutcome("failed", int(row[0]))
+
+
+class _TxState:
+    """What a writer knows inside one transaction: device rows it read (the device's advisory lock
+    or SQLite's write lock keeps them unchanged by others), and counter changes it will write once,
+    just before commit, instead of once per event."""
+
+    __slots__ = ("deltas", "devices")
+
+    def __init__(self) -> None:
+        #: guid -> (id, account, kind)
+        self.devices: dict[str, tuple[int, str | None, str]] = {}
+        #: device id -> [messages, rooms, contacts, newest last_callback_time]
+        self.deltas: dict[int, list[Any]] = {}
 
 
 @dataclass(slots=True)
@@ -129,6 +210,60 @@ class Writer:
         #: guid -> (account, kind) as the last write transaction saw them: what :meth:`prepare`
         #: outside the transaction should assume.
         self.device_hints: dict[str, tuple[str | None, str]] = {}
+        self._tx = threading.local()
+
+    # --- the transaction -------------------------------------------------------------------
+    #
+    # The stores call begin() when a write transaction starts, mark()/rollback_to() around each
+    # job's savepoint, and before_commit() just before COMMIT.
+
+    def begin(self) -> None:
+        self._tx.state = _TxState()
+
+    def _state(self) -> _TxState:
+        state = getattr(self._tx, "state", None)
+        if state is None:
+            state = self._tx.state = _TxState()
+        return state
+
+    def mark(self) -> tuple[dict[str, Any], dict[int, list[Any]], int]:
+        st = self._state()
+        return dict(st.devices), {k: list(v) for k, v in st.deltas.items()}, self.dialect.mark()
+
+    def rollback_to(self, mark: tuple[dict[str, Any], dict[int, list[Any]], int]) -> None:
+        st = self._state()
+        st.devices, st.deltas = dict(mark[0]), {k: list(v) for k, v in mark[1].items()}
+        self.dialect.rollback_to(mark[2])
+
+    def count(self, device_id: int, messages: int = 0, rooms: int = 0, contacts: int = 0,
+              seen_at: str | None = None) -> None:  # fmt: skip
+        """Add to a device's counters (and its last callback time) at commit."""
+        delta = self._state().deltas.setdefault(device_id, [0, 0, 0, None])
+        delta[0] += messages
+        delta[1] += rooms
+        delta[2] += contacts
+        if seen_at is not None and (delta[3] is None or seen_at > delta[3]):
+            delta[3] = seen_at
+
+    def flush_counters(self, conn: Conn) -> None:
+        """Write pending counter changes now (before anything that recounts from the rows)."""
+        st = self._state()
+        for device_id, (messages, rooms, contacts, seen_at) in sorted(st.deltas.items()):
+            conn.execute(
+                "UPDATE devices SET messages_count = messages_count + ?, rooms_count = rooms_count + ?, "
+                "contacts_count = contacts_count + ?, last_callback_time = coalesce(?, last_callback_time) "
+                "WHERE id = ?",
+                (messages, rooms, contacts, seen_at, device_id),
+            )
+        st.deltas.clear()
+
+    def forget_devices(self) -> None:
+        """Device rows may have changed (e.g. a pulled profile): read them again."""
+        self._state().devices.clear()
+
+    def before_commit(self, conn: Conn) -> None:
+        self.flush_counters(conn)
+        self.dialect.flush(conn)
 
     def prepare(self, event: Event, account: str | None, kind: str, received_at: int) -> Prepared:
         """Everything pure about applying ``event``; runs outside the writer (no connection)."""
@@ -160,7 +295,11 @@ class Writer:
     # --- devices and journal ---------------------------------------------------------------
 
     def ensure_device(self, conn: Conn, guid: str, now: int) -> tuple[int, str | None, str]:
-        """(id, account id, kind) of the device, created on first sight."""
+        """(id, account id, kind) of the device, created on first sight; read once per transaction."""
+        devices = self._state().devices
+        known = devices.get(guid)
+        if known is not None:
+            return known
         sql = "SELECT id, account_id, kind FROM devices WHERE guid = ?"
         row = conn.execute(sql, (guid,)).fetchone()
         if row is None:
@@ -169,7 +308,8 @@ class Writer:
                 (guid, iso_utc(now)),
             )
             row = conn.execute(sql, (guid,)).fetchone()
-        return int(row[0]), row[1], row[2]
+        known = devices[guid] = (int(row[0]), row[1], row[2])
+        return known
 
     def ingest(
         self, conn: Conn, event: Event, raw: str, received_at: int, prepared: Prepared | None = None
@@ -185,24 +325,17 @@ class Writer:
         if row is None:
             return IngestOutcome("duplicate")
         journal_id = int(row[0])
-        seen_at = iso_utc(received_at)
         try:
             if prepared is None or prepared.account != account or prepared.kind != kind:
                 prepared = self.prepare(event, account, kind, received_at)
-            with savepoint(conn, "apply_event", self.dialect):
-                applied = self.apply(conn, device_id, prepared, journal_id, replay=False, seen_at=seen_at)
+            applied = self.apply(
+                conn, device_id, prepared, journal_id, replay=False, seen_at=iso_utc(received_at)
+            )
         except Exception as exc:
             if self.dialect.is_transient(exc):
                 raise
-            # Kept in the journal and acknowledged: the event is safe, and `replay` applies it
-            # once the cause is fixed.
-            log.exception("callback %s of %s journalled but not applied", journal_id, event.guid)
-            conn.execute(
-                "UPDATE journal SET status = 'failed', error = ? WHERE id = ?",
-                (f"{type(exc).__name__}: {exc}"[:2000], journal_id),
-            )
-            conn.execute("UPDATE devices SET last_callback_time = ? WHERE id = ?", (seen_at, device_id))
-            return IngestOutcome("failed", journal_id)
+            log.exception("callback %s of %s not applied; journalled as failed", journal_id, event.guid)
+            raise _ApplyFailed(self, event, raw, received_at, exc) from exc
         return IngestOutcome("stored", journal_id, applied.messages_added, prepared.effects.pulls)
 
     def apply_pulled_messages(self, conn: Conn, guid: str, items: list[Any], received_at: int) -> Applied:
@@ -239,8 +372,10 @@ class Writer:
         effects = prepared.effects
         if effects.device_kind is not None:
             conn.execute("UPDATE devices SET kind = ? WHERE id = ?", (effects.device_kind, device_id))
+            self.forget_devices()
         if effects.device is not None:
             self._apply_device(conn, device_id, effects, replay=replay)
+            self.forget_devices()
         for referid in effects.revokes:
             conn.execute(
                 "INSERT INTO revocations (device_id, msg_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
@@ -301,13 +436,7 @@ class Writer:
                     (seen.name, seen.seen_at, device_id, seen.user_id, seen.seen_at, seen.seen_at, seen.name),
                 )
         if seen_at is not None or applied.messages_added or rooms_added or contacts_added:
-            # One statement per event for every device column that changes (a hot row under load).
-            conn.execute(
-                "UPDATE devices SET messages_count = messages_count + ?, rooms_count = rooms_count + ?, "
-                "contacts_count = contacts_count + ?, last_callback_time = coalesce(?, last_callback_time) "
-                "WHERE id = ?",
-                (applied.messages_added, rooms_added, contacts_added, seen_at, device_id),
-            )
+            self.count(device_id, applied.messages_added, rooms_added, contacts_added, seen_at)
         return applied
 
     def _apply_device(self, conn: Conn, device_id: int, effects: Effects, *, replay: bool) -> None:
@@ -469,7 +598,7 @@ def replay_chunk(
     done: list[tuple[int, Applied | None]] = []
     for journal_id, dev_id, body, received_at in rows:
         try:
-            with savepoint(conn, "replay_event", writer.dialect):
+            with savepoint(conn, "replay_event", writer):
                 applied = writer.replay_event(conn, journal_id, dev_id, parse_body(body), received_at)
         except Exception as exc:
             if writer.dialect.is_transient(exc):

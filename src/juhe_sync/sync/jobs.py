@@ -64,7 +64,18 @@ class Syncer:
     # --- plumbing --------------------------------------------------------------------------
 
     def _write(self, guid: str, fn: Callable[[Any], T]) -> T:
-        return self.store.submit(fn, guid).result()
+        writer = self.store.writer
+
+        def job(conn: Any) -> T:
+            # Pulls recount contacts and rooms from the rows and may change the device row: make
+            # the transaction's pending counters real first, and read devices again afterwards.
+            writer.flush_counters(conn)
+            try:
+                return fn(conn)
+            finally:
+                writer.forget_devices()
+
+        return self.store.submit(job, guid).result()
 
     def _device_id(self, guid: str) -> int:
         device = self.store.device(guid)
