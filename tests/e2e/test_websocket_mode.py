@@ -22,8 +22,9 @@ def until(check: Callable[[], bool], timeout: float = 60, what: str = "condition
         time.sleep(0.05)
 
 
-def ws_server(sim: Simulator, url: str, log: Path, secret: str = Simulator.APP_SECRET) -> Server:
+def ws_server(sim: Simulator, url: str, log: Path, secret: str = Simulator.APP_SECRET, lease_ttl: str = "60") -> Server:
     env = {
+        "JUHE_SYNC_LEASE_TTL": lease_ttl,
         "JUHE_SYNC_WS_ENABLED": "1",
         "JUHE_SYNC_WS_URL": sim.url.replace("http://", "ws://") + "/ws/juwe",
         "JUHE_SYNC_WS_GUIDS": GUID,
@@ -91,4 +92,40 @@ def test_refused_auth_is_retried_and_reported(tmp_path: Path) -> None:
         assert stats(sim)["sockets"].get(GUID, 0) == 0
     finally:
         server.stop()
+        sim.stop()
+
+
+def test_one_process_holds_a_device_connection_and_another_takes_over(database: str, tmp_path: Path) -> None:
+    """Two processes in WebSocket mode on one database: one connection per device; when its
+    holder is SIGKILLed, the other process connects once the lease lapses, and the callbacks
+    sent meanwhile arrive (redelivered: they were never acknowledged)."""
+    sim = Simulator([GUID], contacts=30, rooms=3).start()
+    servers = []
+    try:
+        for i in range(2):
+            server = ws_server(sim, database, tmp_path / f"server{i}.log", lease_ttl="2")
+            servers.append(server)
+        until(lambda: stats(sim)["sockets"].get(GUID) == 1, what="one connection")
+        time.sleep(1.5)  # a renewal period: the second process must still be waiting
+        assert stats(sim)["sockets"].get(GUID) == 1
+        sim.post("/_sim/push", {"guid": GUID, "messages": 40})
+        until(lambda: stats(sim)["unacked"].get(GUID) == 0, what="the first 40 to be acknowledged")
+
+        def holder() -> Server:
+            for server in servers:
+                ws = httpx.get(server.url + "/api/sync-status", params={"guid": GUID}, timeout=10).json()["data"]["websocket"]
+                if ws["connected"]:
+                    return server
+            raise AssertionError("nobody holds the connection")
+
+        first = holder()
+        first.kill()
+        sim.post("/_sim/push", {"guid": GUID, "messages": 25})  # sent while nobody listens
+        other = next(s for s in servers if s is not first)
+        until(lambda: stats(sim)["unacked"].get(GUID) == 0, 60, "the other process to take over")
+        status = httpx.get(other.url + "/api/sync-status", params={"guid": GUID}, timeout=10).json()["data"]
+        assert status["messages_count"] == 65 and status["websocket"]["connected"]
+    finally:
+        for server in servers:
+            server.stop()
         sim.stop()
