@@ -92,3 +92,17 @@ def test_a_taken_lease_is_retried_later() -> None:
         assert syncer.calls == [("sync", "g1", False)]
     finally:
         manager.stop()
+
+
+def test_the_first_periodic_round_comes_soon_after_start(monkeypatch) -> None:
+    import juhe_sync.sync.manager as manager_module
+
+    monkeypatch.setattr(manager_module, "STARTUP_DELAY", 0.2)
+    syncer = RecordingSyncer(["g1"])
+    manager = SyncManager(syncer, interval_seconds=3600, debounce=0)  # type: ignore[arg-type]
+    manager.start()
+    try:
+        wait_calls(syncer, 1, timeout=3)
+        assert syncer.calls == [("sync", "g1", False)]
+    finally:
+        manager.stop()

@@ -19,6 +19,9 @@ from juhe_sync.sync.jobs import Syncer
 
 log = logging.getLogger("juhe_sync.sync")
 
+#: Seconds after start before the first periodic sync of every device.
+STARTUP_DELAY = 10.0
+
 
 @dataclass
 class _Pending:
@@ -38,7 +41,10 @@ class SyncManager:
         self._cond = threading.Condition()
         self._stop = False
         self._thread = threading.Thread(target=self._loop, name="juhe-sync-pull", daemon=True)
-        self._next_periodic = time.monotonic() + interval_seconds if interval_seconds > 0 else float("inf")
+        # The first periodic round comes soon after start: it catches up on what changed upstream
+        # (and, with gap recovery, on messages) while this process was not running.
+        first = min(interval_seconds, STARTUP_DELAY)
+        self._next_periodic = time.monotonic() + first if interval_seconds > 0 else float("inf")
         self.running: str | None = None
 
     def start(self) -> None:
