@@ -61,7 +61,9 @@ class Settings(BaseSettings):
     )
     saas_rate: float = Field(5.0, ge=0, description="Most SaaS calls per second per device (0: no limit).")
     sync_interval: float = Field(
-        30.0, ge=0, description="Minutes between periodic incremental syncs of every device, the first 10 s after start (0: never)."
+        30.0,
+        ge=0,
+        description="Minutes between periodic incremental syncs of every device, the first 10 s after start (0: never).",
     )
     lease_ttl: float = Field(
         60.0,
