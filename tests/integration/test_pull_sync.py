@@ -42,7 +42,11 @@ def stored(store: Store, guid: str = SIM_GUID) -> dict[str, Any]:
     }
 
 
-def test_full_sync_stores_exactly_the_device(store: Store, simulator: Simulator) -> None:
+@pytest.mark.parametrize("room_page", [100, 7])
+def test_full_sync_stores_exactly_the_device(store: Store, simulator: Simulator, room_page: int, monkeypatch) -> None:
+    import juhe_sync.sync.jobs as jobs
+
+    monkeypatch.setattr(jobs, "ROOM_PAGE", room_page)  # 7: the room list comes in three pages
     syncer = Syncer(store, simulator.client())  # type: ignore[arg-type]
     report = syncer.sync(SIM_GUID, full=True)
     assert report.errors == []
@@ -60,6 +64,8 @@ def test_full_sync_stores_exactly_the_device(store: Store, simulator: Simulator)
     assert {c["source"] for c in listed.values()} == {"sync"}
     # Rooms the account does not own are not listed by get_room_list; details still came.
     assert any(not r.owned for r in simulator.state.devices[SIM_GUID].rooms.values())
+    owned = sum(r.owned for r in simulator.state.devices[SIM_GUID].rooms.values())
+    assert simulator.state.calls["/room/get_room_list"] == -(-owned // room_page)
 
 
 def test_incremental_sync_brings_upstream_changes(store: Store, simulator: Simulator) -> None:

@@ -77,6 +77,21 @@ def test_room_items() -> None:
     assert synced[0].room.name == "星河科技-VIP客户服务群" and synced[0].room.version == 37
 
 
+@pytest.mark.parametrize(
+    ("start", "count", "next_start", "total", "expected"),
+    [
+        (0, 100, 100, 250, 100),  # as documented
+        (200, 50, 250, 250, None),  # the last page
+        (0, 100, None, None, 100),  # no paging keys: until an empty page
+        (100, 0, None, None, None),
+        (0, 100, 0, 250, 100),  # a next_start that does not move still moves on
+        (0, 2, 2, 2, None),  # the fixture
+    ],
+)
+def test_room_list_paging(start: int, count: int, next_start: int | None, total: int | None, expected: int | None) -> None:
+    assert protocol.next_room_start(start, count, next_start, total) == expected
+
+
 def test_profile() -> None:
     found = protocol.profile(fixture_json("api_user_get_profile.json")["data"])
     assert found == protocol.Profile("1688850000012345", "李晓明", "1970325012345678", found.avatar)  # type: ignore[union-attr]

@@ -244,6 +244,17 @@ def room_list_page(data: dict[str, Any]) -> tuple[list[RoomRow], int | None, int
     return rooms, next_start, total
 
 
+def next_room_start(start: int, count: int, next_start: int | None, total: int | None) -> int | None:
+    """Where the next ``get_room_list`` page starts, or ``None`` after the last one. §12: go on
+    while ``next_start`` moves and is below ``total``; without them, go on until an empty page."""
+    if count == 0:
+        return None
+    following = next_start if next_start is not None and next_start > start else start + count
+    if total is not None and following >= total:
+        return None
+    return following
+
+
 # --- the account -----------------------------------------------------------------------------
 
 

@@ -215,13 +215,8 @@ class Syncer:
                         guid, "/room/get_room_list", {"start_index": start, "limit": ROOM_PAGE}
                     )
                     rooms, next_start, total = protocol.room_list_page(data)
-                    more = (
-                        bool(rooms)
-                        and next_start is not None
-                        and next_start > start
-                        and (total is None or next_start < total)
-                    )
-                    position = f"list:{next_start}" if more else "detail:"
+                    following = protocol.next_room_start(start, len(rooms), next_start, total)
+                    position = "detail:" if following is None else f"list:{following}"
 
                     def page(
                         conn: Any, rooms: list[protocol.RoomRow] = rooms, position: str = position
@@ -230,9 +225,9 @@ class Syncer:
                         pulls.progress(conn, device_id, "rooms", position, 0)
 
                     self._write(guid, page)
-                    if not more:
+                    if following is None:
                         break
-                    start = next_start  # type: ignore[assignment]
+                    start = following
                 at = ""
             # Every room the device knows, listed or only seen in messages (§12).
             versions = self.store.read(lambda conn: pulls.room_versions(conn, device_id))
