@@ -1,4 +1,4 @@
-"""Pull sync jobs: contacts, rooms with members, and the account, fetched from the SaaS.
+"""Pull sync jobs: contacts, rooms with members, the account and (optionally) messages, from the SaaS.
 
 A job runs for one device under that device's work lease (one process at a time, across hosts),
 commits each page together with its position (:mod:`juhe_sync.storage.pulls`), and records its
