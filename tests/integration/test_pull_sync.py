@@ -230,3 +230,29 @@ def test_gap_recovery_pulls_missed_messages_once(store: Store, simulator: Simula
     assert store.device(SIM_GUID).messages_count == 236  # type: ignore[union-attr]
     status = QueryService(store).sync_status(SIM_GUID)
     assert status["sync"]["messages"]["status"] == "idle"
+
+
+def test_shutdown_stops_a_run_between_pages_and_it_resumes(store: Store, simulator: Simulator) -> None:
+    from juhe_sync.sync.jobs import SyncStopped
+
+    syncer = Syncer(store, simulator.client())  # type: ignore[arg-type]
+    real = syncer.client.call
+    pages = {"n": 0}
+
+    def call(guid: str, path: str, data: Any = None) -> Any:
+        if path == "/contact/sync_contact":
+            pages["n"] += 1
+            if pages["n"] == 2:
+                syncer.stopping.set()  # shutdown arrives while the second page is fetched
+        return real(guid, path, data)
+
+    syncer.client.call = call  # type: ignore[method-assign]
+    with pytest.raises(SyncStopped):
+        syncer.sync(SIM_GUID, full=True)
+    status = QueryService(store).sync_status(SIM_GUID)
+    assert status["sync"]["contacts"]["status"] == "interrupted" and status["sync"]["contacts"]["done"] == 200
+    assert status["last_error"] is None
+    syncer.stopping.clear()
+    assert syncer.sync(SIM_GUID).errors == []
+    assert pages["n"] == 2 + 2  # the third (last) page and the empty end, not the first two again
+    assert stored(store) == simulator.truth(SIM_GUID)

@@ -20,6 +20,7 @@ class RecordingSyncer:
         self.devices = devices
         self.busy_times = busy_times
         self.done = threading.Event()
+        self.stopping = threading.Event()
         self.store = self
 
     def device_ids(self) -> list[tuple[int, str]]:

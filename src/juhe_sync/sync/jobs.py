@@ -9,6 +9,7 @@ positions: only what the pull API returned does.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -36,6 +37,11 @@ ROOM_DETAIL_CHUNK = 20
 MESSAGE_PAGE = 100
 
 
+class SyncStopped(BaseException):
+    """The process is shutting down: the run stops between two pages and stays resumable
+    (a BaseException, so that no job records it as a failure)."""
+
+
 @dataclass(slots=True)
 class SyncReport:
     contacts: int = 0
@@ -60,6 +66,13 @@ class Syncer:
         self.lease_ttl = lease_ttl
         #: Gap recovery with ``/sync/sync_msg`` (off by default: the platform deprecates it).
         self.sync_messages = sync_messages
+        #: Set on shutdown: runs stop before their next call to the SaaS.
+        self.stopping = threading.Event()
+
+    def _call(self, guid: str, path: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
+        if self.stopping.is_set():
+            raise SyncStopped()
+        return self.client.call(guid, path, data)
 
     # --- plumbing --------------------------------------------------------------------------
 
@@ -134,9 +147,7 @@ class Syncer:
             versions = self.store.read(lambda conn: pulls.room_versions(conn, device_id))
             for room_id in room_ids:
                 version = versions.get(room_id) or 0
-                data = self.client.call(
-                    guid, "/room/sync_room_info", {"room_id": room_id, "version": version}
-                )
+                data = self._call(guid, "/room/sync_room_info", {"room_id": room_id, "version": version})
                 details = protocol.room_details(data)
                 if details:
                     self._write(guid, lambda conn, d=details: pulls.store_room_details(conn, device_id, d))
@@ -156,7 +167,7 @@ class Syncer:
             return
 
         def body(run: pulls.SyncRun) -> None:
-            found = protocol.profile(self.client.call(guid, "/user/get_profile"))
+            found = protocol.profile(self._call(guid, "/user/get_profile"))
             if found is not None:
                 self._write(guid, lambda conn: pulls.store_profile(conn, device_id, found))
             self._write(guid, lambda conn: pulls.finish(conn, device_id, "profile"))
@@ -172,7 +183,7 @@ class Syncer:
             done = run.done
             generation = run.generation if run.full else None
             while True:
-                data = self.client.call(guid, "/contact/sync_contact", {"seq": seq, "limit": CONTACT_PAGE})
+                data = self._call(guid, "/contact/sync_contact", {"seq": seq, "limit": CONTACT_PAGE})
                 items, last_seq = protocol.contact_page(data)
                 rows = [r for r in (protocol.contact_row(i, corp) for i in items) if r is not None]
                 done += len(rows)
@@ -211,9 +222,7 @@ class Syncer:
             if phase == "list":
                 start = int(at or 0)
                 while True:
-                    data = self.client.call(
-                        guid, "/room/get_room_list", {"start_index": start, "limit": ROOM_PAGE}
-                    )
+                    data = self._call(guid, "/room/get_room_list", {"start_index": start, "limit": ROOM_PAGE})
                     rooms, next_start, total = protocol.room_list_page(data)
                     following = protocol.next_room_start(start, len(rooms), next_start, total)
                     position = "detail:" if following is None else f"list:{following}"
@@ -237,7 +246,7 @@ class Syncer:
             for i in range(0, len(todo), ROOM_DETAIL_CHUNK):
                 chunk = todo[i : i + ROOM_DETAIL_CHUNK]
                 details = protocol.room_details(
-                    self.client.call(guid, "/room/batch_get_room_detail", {"room_list": chunk})
+                    self._call(guid, "/room/batch_get_room_detail", {"room_list": chunk})
                 )
                 done += len(chunk)
 
@@ -267,7 +276,7 @@ class Syncer:
             key = run.cursor or self.store.read(lambda conn: pulls.newest_seq(conn, device_id))
             done = run.done
             while key:
-                data = self.client.call(guid, "/sync/sync_msg", {"sync_key": key, "limit": MESSAGE_PAGE})
+                data = self._call(guid, "/sync/sync_msg", {"sync_key": key, "limit": MESSAGE_PAGE})
                 items = [i for i in data.get("msg_list") or [] if isinstance(i, dict)]
                 next_key = str(data.get("max_sync_key") or key)
                 done += len(items)

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from juhe_sync.storage.leases import LeaseBusy
-from juhe_sync.sync.jobs import Syncer
+from juhe_sync.sync.jobs import Syncer, SyncStopped
 
 log = logging.getLogger("juhe_sync.sync")
 
@@ -51,6 +51,7 @@ class SyncManager:
         self._thread.start()
 
     def stop(self) -> None:
+        self.syncer.stopping.set()  # a running sync stops at its next page, resumable
         with self._cond:
             self._stop = True
             self._cond.notify_all()
@@ -136,6 +137,8 @@ class SyncManager:
                     self.syncer.sync_contacts(guid)
                 if work.rooms:
                     self.syncer.refresh_rooms(guid, sorted(work.rooms))
+        except SyncStopped:
+            log.info("sync of %s stopped for shutdown; it resumes on the next run", guid)
         except LeaseBusy:
             # Another process syncs this device, or one that died still holds the lease until
             # it expires: try again then (a live holder's work makes the retry a cheap no-op).
