@@ -23,6 +23,7 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             "JUHE_SYNC_APP_SECRET": Simulator.APP_SECRET,
             "JUHE_SYNC_SYNC_DEBOUNCE": "0.2",
             "JUHE_SYNC_SAAS_RATE": "0",
+            "JUHE_SYNC_SYNC_INTERVAL": "0",  # only the syncs a test asks for (no start-up catch-up)
         }
         server = Server(url, tmp_path_factory.mktemp("server") / "server.log", env).start()
         sim.state.push_to = server.url + "/callback"
@@ -165,7 +166,8 @@ def test_a_sync_killed_with_its_server_resumes_after_restart(database: str, tmp_
     run from its last committed page once the dead process's lease expires."""
     sim = Simulator(["kill-device"], contacts=2500, rooms=10).start()
     env = {"JUHE_SYNC_SAAS_BASE_URL": sim.url, "JUHE_SYNC_APP_KEY": Simulator.APP_KEY,
-           "JUHE_SYNC_APP_SECRET": Simulator.APP_SECRET, "JUHE_SYNC_SAAS_RATE": "10", "JUHE_SYNC_LEASE_TTL": "2"}  # fmt: skip
+           "JUHE_SYNC_APP_SECRET": Simulator.APP_SECRET, "JUHE_SYNC_SAAS_RATE": "10", "JUHE_SYNC_LEASE_TTL": "2",
+           "JUHE_SYNC_SYNC_INTERVAL": "0"}  # fmt: skip
     server = Server(database, tmp_path / "server.log", env).start()
     try:
         httpx.post(server.url + "/api/sync", params={"guid": "kill-device", "full": "true"}, timeout=30)
