@@ -28,6 +28,7 @@ from psycopg_pool import ConnectionPool
 from juhe_sync.errors import StorageError
 from juhe_sync.storage import reads, search
 from juhe_sync.storage.base import MessageQuery, Page
+from juhe_sync.storage.batches import STOP, Outcome, WriteJob, fail, next_batch, settle
 from juhe_sync.storage.migrations import apply_pending
 from juhe_sync.storage.sqlstore import SQLStore
 from juhe_sync.storage.writes import ID_LOW_MASK, ID_SHIFT, Writer, id_range, run_job
@@ -35,7 +36,6 @@ from juhe_sync.storage.writes import ID_LOW_MASK, ID_SHIFT, Writer, id_range, ru
 log = logging.getLogger("juhe_sync.storage")
 
 T = TypeVar("T")
-_STOP = object()
 #: Held while migrating, so that processes starting together migrate one at a time.
 _MIGRATION_LOCK = 7_260_415
 #: First key of the two-key advisory locks that serialise writes per device.
@@ -96,15 +96,6 @@ class PostgresDialect:
         """Deleting the row removes its grams."""
 
 
-class _Job:
-    __slots__ = ("fn", "future", "lock_key")
-
-    def __init__(self, fn: Callable[[Any], Any], lock_key: str | None = None):
-        self.fn = fn
-        self.lock_key = lock_key
-        self.future: Future[Any] = Future()
-
-
 class PostgresStore(SQLStore):
     ilike = "ILIKE"
 
@@ -134,7 +125,7 @@ class PostgresStore(SQLStore):
     def submit(self, fn: Callable[[Any], T], lock_key: str | None = None) -> Future[T]:
         if self._closed:
             raise StorageError("the store is closed")
-        job = _Job(fn, lock_key)
+        job = WriteJob(fn, lock_key)
         if lock_key is None:
             index = next(self._next_queue) % len(self._queues)
         else:
@@ -148,26 +139,16 @@ class PostgresStore(SQLStore):
     def _run(self, jobs_queue: queue.SimpleQueue[Any]) -> None:
         conn: psycopg.Connection[Any] | None = None
         while True:
-            first = jobs_queue.get()
-            if first is _STOP:
+            jobs, stop = next_batch(jobs_queue, self.max_batch)
+            if jobs:
+                conn = self._run_batch(conn, jobs)
+            if stop:
                 break
-            batch = [first]
-            while len(batch) < self.max_batch:
-                try:
-                    job = jobs_queue.get_nowait()
-                except queue.Empty:
-                    break
-                if job is _STOP:
-                    jobs_queue.put(_STOP)  # leave it for this loop's next turn
-                    break
-                batch.append(job)
-            jobs = [job for job in batch if job.future.set_running_or_notify_cancel()]
-            conn = self._run_batch(conn, jobs)
         if conn is not None:
             conn.close()
 
     def _run_batch(
-        self, conn: psycopg.Connection[Any] | None, jobs: list[_Job]
+        self, conn: psycopg.Connection[Any] | None, jobs: list[WriteJob]
     ) -> psycopg.Connection[Any] | None:
         last_error: BaseException | None = None
         for attempt in range(5):
@@ -188,11 +169,7 @@ class PostgresStore(SQLStore):
             except Exception as exc:
                 last_error = exc
                 break
-            for job, result, error in outcomes:
-                if error is None:
-                    job.future.set_result(result)
-                else:
-                    job.future.set_exception(error)
+            settle(outcomes)
             return conn
         log.error("write batch of %d jobs failed: %s", len(jobs), last_error)
         if conn is not None and not conn.closed:
@@ -200,16 +177,12 @@ class PostgresStore(SQLStore):
                 conn.rollback()
             except psycopg.Error:
                 conn.close()
-        failure = StorageError(f"database write failed: {last_error}")
-        for job in jobs:
-            job.future.set_exception(failure)
+        fail(jobs, StorageError(f"database write failed: {last_error}"))
         return conn
 
-    def _attempt(
-        self, raw: psycopg.Connection[Any], jobs: list[_Job]
-    ) -> list[tuple[_Job, Any, BaseException | None]]:
+    def _attempt(self, raw: psycopg.Connection[Any], jobs: list[WriteJob]) -> list[Outcome]:
         conn = PgConn(raw)
-        outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+        outcomes: list[Outcome] = []
         # Pipeline mode: statements whose results nobody reads (savepoints, counter updates) travel
         # with the next one that is read, instead of costing a round trip each. Each job ends with a
         # sync, so an error in any of its statements surfaces inside that job, and only that job's
@@ -281,7 +254,7 @@ class PostgresStore(SQLStore):
             return
         self._closed = True
         for jobs_queue in self._queues:
-            jobs_queue.put(_STOP)
+            jobs_queue.put(STOP)
         for thread in self._threads:
             thread.join()
         self.pool.close()

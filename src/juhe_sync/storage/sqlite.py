@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from juhe_sync.errors import StorageError
 from juhe_sync.storage import reads, search
 from juhe_sync.storage.base import MessageQuery, Page
+from juhe_sync.storage.batches import STOP, Outcome, WriteJob, fail, next_batch, settle
 from juhe_sync.storage.migrations import apply_pending
 from juhe_sync.storage.sqlstore import SQLStore
 from juhe_sync.storage.writes import ID_LOW_MASK, ID_SHIFT, Writer, id_range, run_job
@@ -30,7 +31,6 @@ from juhe_sync.storage.writes import ID_LOW_MASK, ID_SHIFT, Writer, id_range, ru
 log = logging.getLogger("juhe_sync.storage")
 
 T = TypeVar("T")
-_STOP = object()
 
 
 def sqlite_path(url: str) -> str:
@@ -109,15 +109,6 @@ _FTS_INSERT = "INSERT INTO message_fts (rowid, meta, uni, bi) VALUES (?, ?, ?, ?
 _FTS_DELETE = "INSERT INTO message_fts (message_fts, rowid, meta, uni, bi) VALUES ('delete', ?, ?, ?, ?)"
 
 
-class _Job:
-    __slots__ = ("fn", "future", "lock_key")
-
-    def __init__(self, fn: Callable[[sqlite3.Connection], Any], lock_key: str | None = None):
-        self.fn = fn
-        self.lock_key = lock_key
-        self.future: Future[Any] = Future()
-
-
 class SQLiteStore(SQLStore):
     def __init__(self, url: str, *, max_batch: int = 256):
         self.url = url
@@ -167,35 +158,22 @@ class SQLiteStore(SQLStore):
     def submit(self, fn: Callable[[sqlite3.Connection], T], lock_key: str | None = None) -> Future[T]:
         if self._closed:
             raise StorageError("the store is closed")
-        job = _Job(fn, lock_key)
+        job = WriteJob(fn, lock_key)
         self._queue.put(job)
         return job.future
 
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
-            if first is _STOP:
-                break
-            batch = [first]
-            stop = False
-            while len(batch) < self.max_batch:
-                try:
-                    job = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if job is _STOP:
-                    stop = True
-                    break
-                batch.append(job)
-            self._run_batch(batch)
+            jobs, stop = next_batch(self._queue, self.max_batch)
+            if jobs:
+                self._run_batch(jobs)
             if stop:
                 break
         self._wconn.close()
 
-    def _run_batch(self, batch: list[_Job]) -> None:
+    def _run_batch(self, jobs: list[WriteJob]) -> None:
         conn = self._wconn
-        jobs = [job for job in batch if job.future.set_running_or_notify_cancel()]
-        outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+        outcomes: list[Outcome] = []
         pending = self.dialect.pending
         pending.clear()
         try:
@@ -214,15 +192,9 @@ class SQLiteStore(SQLStore):
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     log.exception("rollback failed")
-            error = StorageError(f"database write failed: {exc}")
-            for job in jobs:
-                job.future.set_exception(error)
+            fail(jobs, StorageError(f"database write failed: {exc}"))
             return
-        for job, result, exc in outcomes:
-            if exc is None:
-                job.future.set_result(result)
-            else:
-                job.future.set_exception(exc)
+        settle(outcomes)
 
     # --- Store -----------------------------------------------------------------------------
 
@@ -243,7 +215,7 @@ class SQLiteStore(SQLStore):
         if self._closed:
             return
         self._closed = True
-        self._queue.put(_STOP)
+        self._queue.put(STOP)
         self._thread.join()
         with self._readers_lock:
             for conn in self._readers:
