@@ -208,7 +208,6 @@ def sync(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Pull contacts, rooms with members, and the account of one device from the SaaS."""
-    from juhe_sync.saas.client import client_from_settings
     from juhe_sync.storage.sqlstore import SQLStore
     from juhe_sync.sync.jobs import Syncer
 
@@ -218,7 +217,7 @@ def sync(
         raise typer.Exit(2)
     store = _open(cfg)
     assert isinstance(store, SQLStore)
-    client = client_from_settings(cfg)
+    syncer = Syncer.from_settings(store, cfg)
     try:
         with _progress() as bar:
             tasks: dict[str, int] = {}
@@ -228,14 +227,12 @@ def sync(
                     tasks[kind] = bar.add_task(kind, total=total)
                 bar.update(tasks[kind], completed=done, total=total)
 
-            report = Syncer(store, client, sync_messages=cfg.sync_messages).sync(
-                guid, full=full, progress=progress
-            )
+            report = syncer.sync(guid, full=full, progress=progress)
     except ApiError as exc:
         console.print(f"[red]{exc.message}[/red]")
         raise typer.Exit(1) from None
     finally:
-        client.close()
+        syncer.close()
         store.close()
     console.print(
         f"contacts {report.contacts}, rooms {report.rooms}, members {report.members}, messages {report.messages}"

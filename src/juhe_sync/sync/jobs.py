@@ -14,10 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from juhe_sync.config import Settings
 from juhe_sync.errors import InvalidParams
 from juhe_sync.ingest.ids import int_or_none
 from juhe_sync.saas import protocol
-from juhe_sync.saas.client import SaasClient
+from juhe_sync.saas.client import SaasClient, client_from_settings
 from juhe_sync.saas.protocol import SaasError
 from juhe_sync.storage import pulls
 from juhe_sync.storage.leases import DEFAULT_TTL, device_lease
@@ -73,6 +74,19 @@ class Syncer:
         if self.stopping.is_set():
             raise SyncStopped()
         return self.client.call(guid, path, data)
+
+    @classmethod
+    def from_settings(cls, store: SQLStore, settings: Settings) -> Syncer:
+        """A syncer with its own SaaS client, as configured (close it with :meth:`close`)."""
+        return cls(
+            store,
+            client_from_settings(settings),
+            sync_messages=settings.sync_messages,
+            lease_ttl=settings.lease_ttl,
+        )
+
+    def close(self) -> None:
+        self.client.close()
 
     # --- plumbing --------------------------------------------------------------------------
 

@@ -17,7 +17,6 @@ from juhe_sync.config import Settings
 from juhe_sync.errors import ApiError, InvalidParams
 from juhe_sync.ingest.envelope import parse_body
 from juhe_sync.ingest.websocket import DeviceConnection, WebSocketIngest
-from juhe_sync.saas.client import client_from_settings
 from juhe_sync.service import QueryService, require_guid
 from juhe_sync.storage.base import IngestOutcome, Store
 from juhe_sync.storage.factory import open_store
@@ -149,12 +148,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         app.state.sync = None
         if settings.pull_enabled and isinstance(active, SQLStore):
             app.state.sync = SyncManager(
-                Syncer(
-                    active,
-                    client_from_settings(settings),
-                    sync_messages=settings.sync_messages,
-                    lease_ttl=settings.lease_ttl,
-                ),
+                Syncer.from_settings(active, settings),
                 interval_seconds=settings.sync_interval * 60,
                 debounce=settings.sync_debounce,
             )
@@ -169,7 +163,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
                 await app.state.websocket.stop()
             if app.state.sync is not None:
                 await asyncio.to_thread(app.state.sync.stop)
-                app.state.sync.syncer.client.close()
+                app.state.sync.syncer.close()
             if owned:
                 await asyncio.to_thread(active.close)
 
