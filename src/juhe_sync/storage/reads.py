@@ -94,16 +94,15 @@ def room_members(
     ).fetchone()
     if room is None:
         return None
-    base = "device_id = ? AND room_id = ?"
-    total = conn.execute(f"SELECT count(*) FROM room_members WHERE {base}", (device_id, room_id)).fetchone()[
-        0
-    ]
+    base = "m.device_id = ? AND m.room_id = ?"
+    total = conn.execute(
+        f"SELECT count(*) FROM room_members m WHERE {base}", (device_id, room_id)
+    ).fetchone()[0]
     where, params = keyset(base, [device_id, room_id], "m.user_id", after)
     rows = conn.execute(
         "SELECT m.user_id, m.nickname, m.room_nickname, m.join_time, m.inviter, c.name, c.remark, c.type "
-        f"FROM room_members m LEFT JOIN contacts c ON c.device_id = m.device_id AND c.user_id = m.user_id "
-        f"WHERE {where.replace('device_id = ?', 'm.device_id = ?').replace('room_id = ?', 'm.room_id = ?')} "
-        "ORDER BY m.user_id LIMIT ? OFFSET ?",
+        "FROM room_members m LEFT JOIN contacts c ON c.device_id = m.device_id AND c.user_id = m.user_id "
+        f"WHERE {where} ORDER BY m.user_id LIMIT ? OFFSET ?",
         (*params, limit, 0 if after is not None else offset),
     ).fetchall()
     items = [

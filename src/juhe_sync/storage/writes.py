@@ -7,6 +7,7 @@ One SQL implementation for every backend: statements use ``?`` placeholders and 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -491,12 +492,6 @@ class Writer:
         message_id: int | None = None,
     ) -> int | None:
         """Insert unless the device already has this message; returns the new id or ``None``."""
-        columns = _MESSAGE_COLUMNS + self.dialect.extra_columns
-        # ``revoked``: a revoke may arrive before its message; the revocation row waits for it.
-        marks = ["?"] * len(columns)
-        marks[columns.index("revoked")] = (
-            "(SELECT count(*) FROM revocations WHERE device_id = ? AND msg_id = ?)"
-        )
         values = (
             device_id, conv_id, record.dedup_key, record.msg_id, record.seq, record.appinfo,
             record.sender, record.receiver, record.room_id, record.sender_name, record.direction,
@@ -512,7 +507,7 @@ class Writer:
                 if message_id is not None
                 else self.dialect.message_id_expr(conn, record.sendtime)
             )
-            sql = f"INSERT INTO messages ({', '.join(columns)}) VALUES ({id_sql}, {', '.join(marks[1:])}) ON CONFLICT DO NOTHING RETURNING id"
+            sql = _insert_message_sql(self.dialect.extra_columns, id_sql)
             row = conn.execute(sql, (id_param, *values)).fetchone()
             if row is not None:
                 message_id = int(row[0])
@@ -575,6 +570,19 @@ _MESSAGE_COLUMNS = (
     "send_flag", "content_type", "at_list", "quote_content", "quote_appinfo", "revoked", "journal_id",
     "fingerprint",
 )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=16)
+def _insert_message_sql(extra_columns: tuple[str, ...], id_sql: str) -> str:
+    """The message INSERT, built once per dialect and id expression rather than per message."""
+    columns = _MESSAGE_COLUMNS + extra_columns
+    # ``revoked``: a revoke may arrive before its message; the revocation row waits for it.
+    marks = [id_sql] + ["?"] * (len(columns) - 1)
+    marks[columns.index("revoked")] = "(SELECT count(*) FROM revocations WHERE device_id = ? AND msg_id = ?)"
+    return (
+        f"INSERT INTO messages ({', '.join(columns)}) VALUES ({', '.join(marks)}) "
+        "ON CONFLICT DO NOTHING RETURNING id"
+    )
 
 
 def _bump(delta: dict[int, list[int]], conv_id: int, count: int, message_id: int) -> None:
