@@ -7,15 +7,17 @@ import sys
 from collections import Counter
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from juhe_sync.access import TokenAdmin
 from juhe_sync.config import Settings, settings_table
 from juhe_sync.errors import ApiError
 from juhe_sync.ingest.envelope import parse_body
+from juhe_sync.redact import mask, safe_url
 from juhe_sync.storage.base import IngestOutcome, Store
 from juhe_sync.storage.factory import open_store
 from juhe_sync.timeutil import now_seconds
@@ -38,9 +40,13 @@ def _open(settings: Settings) -> Store:
         store = open_store(settings.database_url, write_batch=settings.write_batch)
         store.migrate()
     except Exception as exc:
-        console.print(f"[red]cannot open {settings.database_url}: {exc}[/red]")
-        raise typer.Exit(2) from None
+        _fail(f"cannot open {safe_url(settings.database_url)}: {mask(str(exc), settings.secrets())}")
     return store
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    console.print(mask(message, ()), style="red", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
 
 
 def _progress() -> Progress:
@@ -61,18 +67,41 @@ def serve(
     workers: Annotated[
         int | None, typer.Option(help="Overrides JUHE_SYNC_WORKERS.", show_default=False)
     ] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option("--insecure", help="Listen on a public address without tokens (JUHE_SYNC_INSECURE)."),
+    ] = False,
 ) -> None:
     """Run the HTTP service (callbacks and queries). Creates and migrates the database first."""
     import uvicorn
 
+    from juhe_sync.web.protocol import IMPORT_PATH
+
     for name, value in (("HOST", host), ("PORT", port), ("DATABASE_URL", database_url), ("WORKERS", workers)):
         if value is not None:
             os.environ[f"JUHE_SYNC_{name}"] = str(value)
+    if insecure:
+        os.environ["JUHE_SYNC_INSECURE"] = "1"
     settings = Settings()
     store = _open(settings)  # migrate once, before any request
-    store.close()
+    try:
+        api_tokens = store.count_tokens()
+    finally:
+        store.close()
+    guarded = bool(
+        settings.api_tokens or api_tokens or settings.callback_tokens or settings.device_callback_tokens()
+    )
+    if not settings.loopback and not guarded and not settings.insecure:
+        _fail(
+            f"refusing to listen on {settings.host} with no token: set JUHE_SYNC_API_TOKEN and "
+            "JUHE_SYNC_CALLBACK_TOKEN (or pass --insecure)"
+        )
+    _raise_file_limit(settings.max_connections)
     console.print(
-        f"juhe-sync on http://{settings.host}:{settings.port} ({settings.database_url}, {settings.workers} process(es))"
+        f"juhe-sync on http://{settings.host}:{settings.port} ({safe_url(settings.database_url)}, "
+        f"{settings.workers} process(es)){_exposure(settings, api_tokens)}",
+        markup=False,
+        highlight=False,
     )
     uvicorn.run(
         "juhe_sync.web.app:app_from_env",
@@ -82,7 +111,39 @@ def serve(
         workers=settings.workers,
         log_level=settings.log_level.lower(),
         access_log=False,
+        http=IMPORT_PATH,
+        server_header=False,
+        timeout_graceful_shutdown=settings.client_timeout,
     )
+
+
+def _exposure(settings: Settings, api_tokens: int) -> str:
+    api = bool(settings.api_tokens or api_tokens)
+    callback = bool(settings.callback_tokens or settings.device_callback_tokens())
+    if api and callback:
+        return ""
+    missing = [
+        name for name, on in (("JUHE_SYNC_API_TOKEN", api), ("JUHE_SYNC_CALLBACK_TOKEN", callback)) if not on
+    ]
+    return f"; WARNING: no {' or '.join(missing)}" if not settings.loopback or settings.insecure else ""
+
+
+def _raise_file_limit(connections: int) -> None:
+    """Each connection holds a file descriptor: raise the soft limit toward the hard one so that
+    the connection cap, not the descriptor table, is what refuses clients."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + 256  # database files, sockets of the pool, logs
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        if target < wanted:
+            console.print(
+                f"warning: open-file limit {target} is below JUHE_SYNC_MAX_CONNECTIONS + 256; "
+                "raise it (ulimit -n, LimitNOFILE=) or lower the connection cap",
+                markup=False,
+            )
 
 
 @app.command()
@@ -91,7 +152,7 @@ def migrate(database_url: DatabaseUrl = None) -> None:
     settings = _settings(database_url)
     store = _open(settings)
     store.close()
-    console.print(f"schema up to date: {settings.database_url}")
+    console.print(f"schema up to date: {safe_url(settings.database_url)}", markup=False, highlight=False)
 
 
 @app.command("import")
@@ -159,8 +220,7 @@ def replay(
             task = progress.add_task("replay", total=total)
             stats = store.replay(guid, progress=lambda n: progress.advance(task, n))
     except ApiError as exc:
-        console.print(f"[red]{exc.message}[/red]")
-        raise typer.Exit(2) from None
+        _fail(exc.message)
     finally:
         store.close()
     console.print(
@@ -191,8 +251,7 @@ def copy(
             task = progress.add_task("copy", total=count_rows(src))
             inserted = copy_store(src, dst, progress=lambda n: progress.advance(task, n))
     except ApiError as exc:
-        console.print(f"[red]{exc.message}[/red]")
-        raise typer.Exit(2) from None
+        _fail(exc.message)
     finally:
         src.close()
         dst.close()
@@ -229,8 +288,7 @@ def sync(
 
             report = syncer.sync(guid, full=full, progress=progress)
     except ApiError as exc:
-        console.print(f"[red]{exc.message}[/red]")
-        raise typer.Exit(1) from None
+        _fail(exc.message, 1)
     finally:
         syncer.close()
         store.close()
@@ -271,6 +329,66 @@ def simulate(
         f"simulated SaaS on http://{host}:{port} (app_key {app_key}, devices {', '.join(state.devices)})"
     )
     uvicorn.run(create_simulator(state), host=host, port=port, log_level="warning")
+
+
+token_app = typer.Typer(help="API tokens: create (shown once), list, revoke.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Argument(help="A unique name, e.g. the client that will use it.")],
+    guid: Annotated[
+        list[str] | None, typer.Option("--guid", help="Limit the token to this device (repeatable).")
+    ] = None,
+    admin: Annotated[bool, typer.Option("--admin", help="May start syncs and manage tokens.")] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Create a token and print it once; only its hash is stored."""
+    store = _open(_settings(database_url))
+    try:
+        token, record = TokenAdmin(store).create(name, guid, admin)
+    except ApiError as exc:
+        _fail(exc.message)
+    finally:
+        store.close()
+    scope = "every device" if record.guids is None else ", ".join(record.guids)
+    console.print(
+        f"token {record.name} ({'admin, ' if record.admin else ''}{scope}); store it now, it is not shown again:"
+    )
+    print(token)
+
+
+@token_app.command("list")
+def token_list(database_url: DatabaseUrl = None) -> None:
+    """Names, scopes, creation and last use of every token (never the tokens)."""
+    from rich.table import Table
+
+    store = _open(_settings(database_url))
+    try:
+        records = TokenAdmin(store).list()
+    finally:
+        store.close()
+    table = Table("name", "devices", "admin", "created", "last used")
+    for r in records:
+        devices = "all" if r.guids is None else ", ".join(r.guids)
+        table.add_row(r.name, devices, "yes" if r.admin else "no", r.created_at, r.last_used_at or "never")
+    Console().print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    name: Annotated[str, typer.Argument(help="The token's name.")], database_url: DatabaseUrl = None
+) -> None:
+    """Revoke a token: every running server refuses it within two seconds."""
+    store = _open(_settings(database_url))
+    try:
+        TokenAdmin(store).revoke(name)
+    except ApiError as exc:
+        _fail(exc.message)
+    finally:
+        store.close()
+    console.print(f"revoked {name}")
 
 
 @app.command()

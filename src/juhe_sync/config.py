@@ -6,10 +6,14 @@ test fails when the two drift apart.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Host names a loopback-bound server answers to by default (any port): DNS rebinding defence.
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 
 
 class Settings(BaseSettings):
@@ -17,7 +21,8 @@ class Settings(BaseSettings):
 
     host: str = Field(
         "127.0.0.1",
-        description="Address `serve` listens on. Use `0.0.0.0` to accept callbacks from other hosts.",
+        description="Address `serve` listens on. Use `0.0.0.0` to accept callbacks from other hosts "
+        "(then set `API_TOKEN` and `CALLBACK_TOKEN`, see Security).",
     )
     port: int = Field(8070, ge=1, le=65535, description="Port `serve` listens on.")
     database_url: str = Field(
@@ -36,6 +41,41 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest callback body accepted, in bytes; larger bodies get 413.",
     )
+    api_token: SecretStr = Field(
+        SecretStr(""),
+        description="When set, every route but `/healthz` and `/callback` requires `Authorization: Bearer <token>` "
+        "(an admin token; several, comma-separated, while rotating). More tokens, scoped to devices: `juhe-sync token create`.",
+    )
+    callback_token: SecretStr = Field(
+        SecretStr(""),
+        description="When set, `POST /callback` requires `?token=<this>` (the notify URL becomes "
+        "`https://host/callback?token=…`); several, comma-separated, while rotating. Per-device secrets: "
+        "`callback_token` in `DEVICE_CREDENTIALS`.",
+    )
+    insecure: bool = Field(
+        False,
+        description="Lets `serve` listen on a non-loopback address with neither token set (not for the internet).",
+    )
+    allowed_hosts: str = Field(
+        "",
+        description="Comma-separated `Host` names (optionally `:port`, `*.example.com` for subdomains) the server "
+        "answers; others get 400. Empty: localhost, 127.0.0.1 and [::1] when bound to loopback, else any.",
+    )
+    client_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a client has to send a complete request (headers and body) before it is disconnected.",
+    )
+    max_header_bytes: int = Field(
+        32 * 1024,
+        ge=1024,
+        description="Largest request line plus headers, in bytes; larger gets 431.",
+    )
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        description="Most open client connections per process; more are answered 503 and closed at once.",
+    )
     bench_routes: bool = Field(
         False,
         description="Adds `POST /_bench/parse` (parses a callback like `/callback`, stores nothing): the HTTP-stack baseline of the benchmarks.",
@@ -51,7 +91,7 @@ class Settings(BaseSettings):
     app_secret: str = Field("", description="SaaS `app_secret`.")
     device_credentials: str = Field(
         "",
-        description='Per-device overrides, JSON: `{"<guid>": {"app_key": "…", "app_secret": "…"}}`.',
+        description='Per-device overrides, JSON: `{"<guid>": {"app_key": "…", "app_secret": "…", "callback_token": "…"}}`.',
     )
     saas_timeout: float = Field(
         15.0, gt=0, description="Seconds before a SaaS call is abandoned (and retried)."
@@ -82,6 +122,11 @@ class Settings(BaseSettings):
         "",
         description="Comma-separated device GUIDs to connect for in WebSocket mode (devices in `device_credentials` are added).",
     )
+    sync_guids: str = Field(
+        "",
+        description="Comma-separated device GUIDs pull sync may run for without the callback secret (devices in "
+        "`ws_guids` and `device_credentials` are added). With `CALLBACK_TOKEN` set, devices whose callbacks carry it qualify too.",
+    )
     sync_debounce: float = Field(
         2.0, ge=0, description="Seconds a callback-triggered sync waits, so that a burst makes one sync."
     )
@@ -92,6 +137,65 @@ class Settings(BaseSettings):
         if value and not isinstance(json.loads(value), dict):
             raise ValueError("device_credentials must be a JSON object keyed by device GUID")
         return value
+
+    @field_validator("host")
+    @classmethod
+    def _host_text(cls, value: str) -> str:
+        return value.strip()
+
+    @property
+    def loopback(self) -> bool:
+        """Bound to a loopback address only (reachable from this machine alone)."""
+        host = self.host.strip("[]")
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def host_patterns(self) -> list[str]:
+        """Allowed ``Host`` header names, lower case; ``*`` allows any."""
+        names = [h.strip().lower() for h in self.allowed_hosts.split(",") if h.strip()]
+        if names:
+            return names
+        return list(LOOPBACK_HOSTS) if self.loopback else ["*"]
+
+    @property
+    def api_tokens(self) -> list[str]:
+        return _split(self.api_token.get_secret_value())
+
+    @property
+    def callback_tokens(self) -> list[str]:
+        return _split(self.callback_token.get_secret_value())
+
+    def device_callback_tokens(self) -> dict[str, str]:
+        """Per-device callback secrets from ``device_credentials`` (``callback_token``)."""
+        if not self.device_credentials:
+            return {}
+        found = {}
+        for guid, entry in json.loads(self.device_credentials).items():
+            if isinstance(entry, dict) and entry.get("callback_token"):
+                found[guid] = str(entry["callback_token"])
+        return found
+
+    @property
+    def configured_devices(self) -> set[str]:
+        """Devices the operator named: sync and WebSocket GUIDs, devices with their own credentials."""
+        return set(self.ws_device_list) | {g.strip() for g in self.sync_guids.split(",") if g.strip()}
+
+    def secrets(self) -> list[str]:
+        """Every secret in the settings, for masking wherever text is printed or logged."""
+        from juhe_sync.redact import url_secrets
+
+        found = [*self.api_tokens, *self.callback_tokens, self.app_secret]
+        found += url_secrets(self.database_url)
+        if self.device_credentials:
+            for entry in json.loads(self.device_credentials).values():
+                if isinstance(entry, dict):
+                    found += [str(entry.get(k) or "") for k in ("app_secret", "callback_token")]
+        return [s for s in found if s]
 
     @property
     def ws_device_list(self) -> list[str]:
@@ -113,12 +217,20 @@ class Settings(BaseSettings):
 
     @property
     def pull_enabled(self) -> bool:
-        return bool(self.app_key or self.device_credentials)
+        if self.app_key:
+            return True
+        entries = json.loads(self.device_credentials).values() if self.device_credentials else ()
+        return any(isinstance(e, dict) and e.get("app_key") for e in entries)
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 def settings_table() -> str:
     """The Markdown table of settings that the README carries."""
     lines = ["| Variable | Default | Meaning |", "| --- | --- | --- |"]
     for name, field in Settings.model_fields.items():
-        lines.append(f"| `JUHE_SYNC_{name.upper()}` | `{field.default}` | {field.description} |")
+        default = "" if isinstance(field.default, SecretStr) else field.default
+        lines.append(f"| `JUHE_SYNC_{name.upper()}` | `{default}` | {field.description} |")
     return "\n".join(lines)

@@ -30,9 +30,11 @@ class NotFound(ApiError):
     code = "NOT_FOUND"
 
 
-class MethodNotAllowed(ApiError):
-    status = 405
-    code = "METHOD_NOT_ALLOWED"
+class ClientGone(ApiError):
+    """The client went away before its request was read: nobody is left to answer."""
+
+    status = 400
+    code = "CLIENT_DISCONNECTED"
 
 
 class StorageError(ApiError):

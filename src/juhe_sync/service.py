@@ -26,10 +26,21 @@ def require_guid(guid: str | None) -> str:
 
 
 def text_param(name: str, value: str | None) -> str | None:
-    """Query text as the stores can take it: PostgreSQL refuses NUL characters, so they are a 400."""
-    if value is not None and "\x00" in value:
-        raise InvalidParams(f"{name} must not contain NUL characters")
+    """Query text as the stores can take it: PostgreSQL refuses NUL characters, and neither store
+    takes text that is not Unicode (lone surrogates), so they are a 400."""
+    if value is not None and not _storable(value):
+        raise InvalidParams(f"{name} must be text without NUL characters or lone surrogates")
     return value
+
+
+def _storable(value: str) -> bool:
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _page_data(key: str, page: Page, page_no: int, limit: int) -> dict[str, Any]:
@@ -43,17 +54,30 @@ def encode_cursor(kind: str, key: Any) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+#: Longer than any cursor this server hands out (a key is an id or a contact, room or user id).
+MAX_CURSOR = 2048
+
+
 def decode_cursor(kind: str, cursor: str | None, key_type: type) -> Any:
     if cursor is None or cursor == "":
         return None
+    if len(cursor) > MAX_CURSOR:
+        raise InvalidParams("cursor is not valid: pass the next_cursor of a previous page")
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         got_kind, key = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-    except (ValueError, TypeError, UnicodeError):
+    except (ValueError, TypeError, UnicodeError, RecursionError):
         raise InvalidParams("cursor is not valid: pass the next_cursor of a previous page") from None
-    if got_kind != kind or type(key) is not key_type:
+    if got_kind != kind or type(key) is not key_type or not _key_fits(key):
         raise InvalidParams("cursor is not valid: pass the next_cursor of a previous page")
     return key
+
+
+def _key_fits(key: Any) -> bool:
+    """What a store can compare with: a signed 64-bit integer, or storable text."""
+    if isinstance(key, int):
+        return -(2**63) <= key < 2**63
+    return isinstance(key, str) and _storable(key)
 
 
 class QueryService:

@@ -24,9 +24,11 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             "JUHE_SYNC_SYNC_DEBOUNCE": "0.2",
             "JUHE_SYNC_SAAS_RATE": "0",
             "JUHE_SYNC_SYNC_INTERVAL": "0",  # only the syncs a test asks for (no start-up catch-up)
+            # Callbacks start pulls only when they prove the secret (or the device is configured).
+            "JUHE_SYNC_CALLBACK_TOKEN": "sim-callback-secret",
         }
         server = Server(url, tmp_path_factory.mktemp("server") / "server.log", env).start()
-        sim.state.push_to = server.url + "/callback"
+        sim.state.push_to = server.url + "/callback?token=sim-callback-secret"
         try:
             yield server, sim
         finally:
@@ -92,7 +94,7 @@ def test_callbacks_trigger_the_right_pulls(stack: tuple[Server, Simulator]) -> N
     guid = "sim-device-2"
     # 11003 login: a full sync, the account from the callback itself.
     login = {"guid": guid, "notify_type": 11003, "data": {"user_id": sim.state.devices[guid].account, "name": "x"}}
-    assert httpx.post(server.url + "/callback", json=login, timeout=30).status_code == 200
+    assert httpx.post(server.url + "/callback?token=sim-callback-secret", json=login, timeout=30).status_code == 200
     time.sleep(0.5)
     wait_idle(server, guid)
     assert api_state(server, guid) == sim.truth(guid)
@@ -108,7 +110,7 @@ def test_callbacks_trigger_the_right_pulls(stack: tuple[Server, Simulator]) -> N
     status = get(server, "/api/sync-status", guid=guid).json()["data"]
     assert set(status["sync"]) >= {"contacts", "rooms", "room_changes"}
     # Logout: offline, whatever the pulls say.
-    assert httpx.post(server.url + "/callback", json={"guid": guid, "notify_type": 11004, "data": {}}, timeout=30).status_code == 200
+    assert httpx.post(server.url + "/callback?token=sim-callback-secret", json={"guid": guid, "notify_type": 11004, "data": {}}, timeout=30).status_code == 200
     assert get(server, "/api/sync-status", guid=guid).json()["data"]["status"] == "offline"
 
 
@@ -198,6 +200,36 @@ def test_a_sync_killed_with_its_server_resumes_after_restart(database: str, tmp_
         assert refetched <= (2500 - committed) // 100 + 2
         assert api_state(server, "kill-device") == sim.truth("kill-device")
         assert status["contacts_count"] == 2500
+    finally:
+        server.stop()
+        sim.stop()
+
+
+def test_pulls_only_for_configured_or_verified_devices(tmp_path: Path) -> None:
+    """Without the callback secret, a callback naming a GUID nobody configured must not spend SaaS
+    quota: no triggered pull, no periodic pull. Configured devices and manual syncs still run."""
+    unconfigured = "sim-device-2"
+    sim = Simulator([SIM_GUID, unconfigured], contacts=20, rooms=3).start()
+    env = {
+        "JUHE_SYNC_SAAS_BASE_URL": sim.url,
+        "JUHE_SYNC_APP_KEY": Simulator.APP_KEY,
+        "JUHE_SYNC_APP_SECRET": Simulator.APP_SECRET,
+        "JUHE_SYNC_SYNC_DEBOUNCE": "0",
+        "JUHE_SYNC_SAAS_RATE": "0",
+        "JUHE_SYNC_SYNC_INTERVAL": "0.05",  # a periodic round 3 s after start, then every 3 s
+        "JUHE_SYNC_SYNC_GUIDS": SIM_GUID,
+    }
+    server = Server(f"sqlite:///{tmp_path / 'pulls.db'}", tmp_path / "server.log", env).start()
+    try:
+        for guid in (unconfigured, SIM_GUID):
+            login = {"guid": guid, "notify_type": 11003, "data": {"user_id": "1688850000099999", "name": "x"}}
+            assert httpx.post(server.url + "/callback", json=login, timeout=30).status_code == 200
+        assert wait_idle(server, SIM_GUID)["sync"]["contacts"]["status"] == "idle"
+        time.sleep(4)  # past the first periodic round
+        assert get(server, "/api/sync-status", guid=unconfigured).json()["data"]["sync"] == {}
+        # The operator may still sync it by hand.
+        assert httpx.post(server.url + "/api/sync", params={"guid": unconfigured}, timeout=30).status_code == 202
+        assert wait_idle(server, unconfigured)["sync"]["contacts"]["status"] == "idle"
     finally:
         server.stop()
         sim.stop()

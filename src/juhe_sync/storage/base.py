@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from juhe_sync.ingest.envelope import Event
+from juhe_sync.storage.tokens import TokenRecord
 
 IngestStatus = Literal["stored", "duplicate", "failed"]
 
@@ -132,6 +133,36 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def device_ids(self) -> list[tuple[int, str]]:
         """(id, guid) of every device."""
+
+    # --- API tokens and verified devices ----------------------------------------------------
+
+    @abc.abstractmethod
+    def create_token(
+        self, name: str, token_hash: bytes, guids: list[str] | None, admin: bool
+    ) -> TokenRecord | None:
+        """Store a new token (its hash only); None if ``name`` is taken."""
+
+    @abc.abstractmethod
+    def token_by_hash(self, token_hash: bytes) -> tuple[TokenRecord, bytes] | None: ...
+
+    @abc.abstractmethod
+    def list_tokens(self) -> list[TokenRecord]: ...
+
+    @abc.abstractmethod
+    def count_tokens(self) -> int: ...
+
+    @abc.abstractmethod
+    def revoke_token(self, name: str) -> bool: ...
+
+    @abc.abstractmethod
+    def touch_token(self, name: str, when: str) -> None: ...
+
+    @abc.abstractmethod
+    def mark_verified(self, guid: str) -> None:
+        """The device's callbacks proved a secret: pull sync may run for it."""
+
+    @abc.abstractmethod
+    def verified_guids(self) -> list[str]: ...
 
     @abc.abstractmethod
     def close(self) -> None: ...

@@ -33,6 +33,7 @@ TABLES = (
         (
             "id", "guid", "kind", "state", "account_id", "account_name", "corp_id", "avatar", "last_callback_time",
             "last_sync_time", "last_error", "contacts_count", "rooms_count", "messages_count", "created_at",
+            "verified",
         ),
     ),
     Table("journal", ("id",), ("id", "device_id", "event_key", "notify_type", "received_at", "body", "status", "error")),
@@ -58,6 +59,7 @@ TABLES = (
         ("device_id", "room_id", "name", "owner", "member_count", "avatar", "version", "dismissed"),
     ),
     Table("revocations", ("device_id", "msg_id"), ("device_id", "msg_id")),
+    Table("api_tokens", ("name",), ("name", "token_hash", "guids", "admin", "created_at", "last_used_at")),
 )  # fmt: skip
 
 

@@ -171,6 +171,21 @@ _PULL = (
     )""",
 )
 
+# API tokens: only a SHA-256 of each token is kept; ``guids`` is a JSON list (NULL: every device).
+_TOKENS = (
+    """CREATE TABLE api_tokens (
+        name TEXT PRIMARY KEY,
+        token_hash {blob} NOT NULL UNIQUE,
+        guids TEXT,
+        admin SMALLINT NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        last_used_at TEXT
+    )""",
+    # Devices whose callbacks proved the callback secret (or came over WebSocket): pull sync may
+    # spend SaaS quota on them, never on a GUID that only appeared in an unauthenticated request.
+    "ALTER TABLE devices ADD COLUMN verified SMALLINT NOT NULL DEFAULT 0",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -191,6 +206,12 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         2, "pull sync: contact and room details, room members, sync state", sqlite=_PULL, postgresql=_PULL
+    ),
+    Migration(
+        3,
+        "API tokens, verified devices",
+        sqlite=_dialect(_TOKENS, "", "", "BLOB"),
+        postgresql=_dialect(_TOKENS, "", "", "BYTEA"),
     ),
 )
 

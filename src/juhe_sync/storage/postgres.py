@@ -97,7 +97,7 @@ class PostgresDialect:
 
 
 class PostgresStore(SQLStore):
-    ilike = "ILIKE"
+    contains = "{} ILIKE ? ESCAPE '\\'"
 
     def __init__(self, url: str, *, writers: int = 4, max_batch: int = 256, pool_size: int = 10):
         self.url = url

@@ -46,15 +46,15 @@ def contacts(
     keyword: str | None,
     offset: int,
     limit: int,
-    ilike: str,
+    contains: str,
     after: str | None = None,
 ) -> Page:
     # Contacts deleted upstream stay stored (flagged) but are not listed.
     where = "device_id = ? AND deleted = 0"
     params: list[Any] = [device_id]
     if keyword:
-        pattern = like_pattern(keyword)
-        where += f" AND (name {ilike} ? ESCAPE '\\' OR remark {ilike} ? ESCAPE '\\')"
+        pattern = like_pattern(keyword.lower())
+        where += f" AND ({contains.format('name')} OR {contains.format('remark')})"
         params += [pattern, pattern]
     total = conn.execute(f"SELECT count(*) FROM contacts WHERE {where}", params).fetchone()[0]
     page_where, page_params = keyset(where, params, "user_id", after)

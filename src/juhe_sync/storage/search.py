@@ -13,6 +13,11 @@ from __future__ import annotations
 
 import itertools
 
+#: Characters of a message's text that are indexed. Chat messages are far shorter; the bound keeps
+#: a crafted multi-megabyte text from costing the index (and the server's memory) 20 times its size.
+#: Text past it is stored and returned, but not found by keyword.
+MAX_INDEXED = 100_000
+
 
 def fold(text: str) -> str:
     """The case folding applied to both texts and keywords."""
@@ -48,7 +53,7 @@ def bigrams(text: str) -> str:
 
 def text_tokens(text: str) -> tuple[str, str]:
     """The (uni, bi) columns of a text: everything of a document that does not depend on where it is."""
-    codes = _hexes(fold(text))
+    codes = _hexes(fold(text[:MAX_INDEXED]))
     return " ".join(codes), " ".join([a + "x" + b for a, b in itertools.pairwise(codes)])
 
 
@@ -93,7 +98,7 @@ def _bigram_code(a: str, b: str) -> int:
 
 def text_grams(text: str) -> list[int]:
     """The grams of a text alone (see :func:`scoped_grams`)."""
-    folded = fold(text)
+    folded = fold(text[:MAX_INDEXED])
     codes = {ord(ch) for ch in folded}
     codes.update(_bigram_code(a, b) for a, b in itertools.pairwise(folded))
     return sorted(codes)

@@ -44,6 +44,10 @@ def sqlite_path(url: str) -> str:
     return path
 
 
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
 class SQLiteDialect:
     extra_columns: tuple[str, ...] = ()
 
@@ -132,6 +136,7 @@ class SQLiteStore(SQLStore):
     def _connect(self, *, readonly: bool = False) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=60)
         conn.execute("PRAGMA busy_timeout = 60000")
+        conn.create_function("py_lower", 1, _lower, deterministic=True)
         if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")

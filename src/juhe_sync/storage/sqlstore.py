@@ -10,9 +10,10 @@ from typing import Any, TypeVar
 
 from juhe_sync.errors import InvalidParams
 from juhe_sync.ingest.envelope import Event
-from juhe_sync.storage import pulls, reads
+from juhe_sync.storage import pulls, reads, tokens
 from juhe_sync.storage.base import Device, IngestOutcome, MessageQuery, Page, ProgressFn, ReplayStats, Store
 from juhe_sync.storage.leases import device_lease
+from juhe_sync.storage.tokens import TokenRecord
 from juhe_sync.storage.writes import Writer, replay_chunk
 
 T = TypeVar("T")
@@ -20,8 +21,9 @@ T = TypeVar("T")
 
 class SQLStore(Store):
     writer: Writer
-    #: The case-insensitive LIKE operator of the dialect.
-    ilike = "LIKE"
+    #: A column (``{}``) matching a lower-cased LIKE pattern (``?``), case-insensitively for every
+    #: alphabet: SQLite's own LIKE folds ASCII only, so SQLite lower-cases with Python's rules.
+    contains = "py_lower({}) LIKE ? ESCAPE '\\'"
 
     @abc.abstractmethod
     def submit(self, fn: Callable[[Any], T], lock_key: str | None = None) -> Future[T]:
@@ -68,6 +70,32 @@ class SQLStore(Store):
         self.submit(
             lambda conn: conn.execute("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
         ).result()
+
+    def create_token(
+        self, name: str, token_hash: bytes, guids: list[str] | None, admin: bool
+    ) -> TokenRecord | None:
+        return self.submit(lambda c: tokens.create(c, name, token_hash, guids, admin)).result()
+
+    def token_by_hash(self, token_hash: bytes) -> tuple[TokenRecord, bytes] | None:
+        return self.read(lambda c: tokens.by_hash(c, token_hash))
+
+    def list_tokens(self) -> list[TokenRecord]:
+        return self.read(tokens.listing)
+
+    def count_tokens(self) -> int:
+        return self.read(tokens.count)
+
+    def revoke_token(self, name: str) -> bool:
+        return self.submit(lambda c: tokens.revoke(c, name)).result()
+
+    def touch_token(self, name: str, when: str) -> None:
+        self.submit(lambda c: tokens.touch(c, name, when)).result()
+
+    def mark_verified(self, guid: str) -> None:
+        self.submit(lambda c: tokens.mark_verified(c, guid), guid).result()
+
+    def verified_guids(self) -> list[str]:
+        return self.read(tokens.verified_guids)
 
     def device_ids(self) -> list[tuple[int, str]]:
         return self.read(
@@ -130,7 +158,7 @@ class SQLStore(Store):
     def contacts(
         self, device_id: int, keyword: str | None, offset: int, limit: int, after: str | None = None
     ) -> Page:
-        return self.read(lambda c: reads.contacts(c, device_id, keyword, offset, limit, self.ilike, after))
+        return self.read(lambda c: reads.contacts(c, device_id, keyword, offset, limit, self.contains, after))
 
     def room_members(
         self, device_id: int, room_id: str, offset: int, limit: int, after: str | None = None

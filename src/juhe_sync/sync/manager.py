@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from juhe_sync.storage.leases import LeaseBusy
@@ -33,8 +33,17 @@ class _Pending:
 
 
 class SyncManager:
-    def __init__(self, syncer: Syncer, *, interval_seconds: float = 1800.0, debounce: float = 2.0):
+    def __init__(
+        self,
+        syncer: Syncer,
+        *,
+        interval_seconds: float = 1800.0,
+        debounce: float = 2.0,
+        eligible: Callable[[], set[str]] | None = None,
+    ):
         self.syncer = syncer
+        #: The devices periodic syncs may spend SaaS quota on (None: every stored device).
+        self.eligible = eligible
         self.interval = interval_seconds
         self.debounce = debounce
         self._pending: dict[str, _Pending] = {}
@@ -124,7 +133,11 @@ class SyncManager:
             self._cond.notify_all()
 
     def _queue_periodic(self) -> None:
-        for _, guid in self.syncer.store.device_ids():
+        guids = [guid for _, guid in self.syncer.store.device_ids()]
+        if self.eligible is not None:
+            allowed = self.eligible()
+            guids = [g for g in guids if g in allowed]
+        for guid in guids:
             pending = self._pending.setdefault(guid, _Pending(due=time.monotonic()))
             pending.everything = True
 

@@ -5,18 +5,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Body, FastAPI, Query, Request
 from fastapi.openapi.utils import get_openapi
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from juhe_sync import __version__
+from juhe_sync.access import Authenticator, CallbackSecrets, TokenAdmin, Unauthorized
 from juhe_sync.config import Settings
-from juhe_sync.errors import ApiError, InvalidParams
-from juhe_sync.ingest.envelope import parse_body
+from juhe_sync.errors import ApiError, ClientGone, InvalidParams
+from juhe_sync.ingest.envelope import Event, parse_body
 from juhe_sync.ingest.websocket import DeviceConnection, WebSocketIngest
+from juhe_sync.redact import install_log_filter
 from juhe_sync.service import QueryService, require_guid
 from juhe_sync.storage.base import IngestOutcome, Store
 from juhe_sync.storage.factory import open_store
@@ -25,11 +29,17 @@ from juhe_sync.sync.jobs import Syncer
 from juhe_sync.sync.manager import SyncManager
 from juhe_sync.timeutil import now_seconds
 from juhe_sync.web import errors, schemas
+from juhe_sync.web.edge import EdgeGuard, HostRule, principal_of
 from juhe_sync.web.responses import json_response, ok
 
 log = logging.getLogger("juhe_sync.web")
 
 _ACK = b'{"success":true,"message":"Callback processed"}'
+#: Bodies above this many bytes are parsed and normalised in a worker thread, one at a time: the
+#: event loop keeps answering, and concurrent large callbacks cannot add up their memory.
+LARGE_BODY = 256 * 1024
+#: Routes without an API token: liveness, and the callback (it has its own secret).
+PUBLIC_ROUTES = ("/healthz", "/callback")
 
 Guid = Annotated[str, Query(min_length=1, description="Device GUID.")]
 PageNo = Annotated[int, Query(ge=1, le=1_000_000_000, description="Page number, from 1.")]
@@ -93,6 +103,7 @@ def app_from_env() -> FastAPI:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    install_log_filter(settings.secrets())
     return create_app(settings)
 
 
@@ -101,7 +112,9 @@ def _websocket_ingest(settings: Settings, store: Store, sync: SyncManager | None
         return None
 
     def on_stored(guid: str, outcome: IngestOutcome) -> None:
-        if outcome.pulls and sync is not None:
+        # A WebSocket connection is opened for configured devices with their SaaS credentials:
+        # what it delivers is authentic, so it may start pulls.
+        if outcome.pulls and sync is not None and guid in settings.configured_devices:
             sync.request(guid, outcome.pulls)
 
     connections = []
@@ -120,6 +133,8 @@ def _websocket_ingest(settings: Settings, store: Store, sync: SyncManager | None
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     text = {
         400: "Invalid parameters",
+        401: "Missing or invalid token",
+        403: "Not allowed for this token",
         404: "Not found",
         409: "Conflict",
         413: "Body too large",
@@ -145,12 +160,15 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
                 log.info("applied migrations: %s", ", ".join(applied))
         app.state.store = active
         app.state.queries = QueryService(active)
+        app.state.tokens = TokenAdmin(active)
+        app.state.auth = Authenticator(active, settings.api_tokens)
         app.state.sync = None
         if settings.pull_enabled and isinstance(active, SQLStore):
             app.state.sync = SyncManager(
                 Syncer.from_settings(active, settings),
                 interval_seconds=settings.sync_interval * 60,
                 debounce=settings.sync_debounce,
+                eligible=lambda: settings.configured_devices | set(active.verified_guids()),
             )
             app.state.sync.start()
         app.state.websocket = _websocket_ingest(settings, active, app.state.sync)
@@ -172,8 +190,21 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         version=__version__,
         description="Durable copy of juhebot devices' contacts, rooms and messages, with a query API.",
         lifespan=lifespan,
+        redirect_slashes=False,
     )
     errors.install(app)
+    app.add_middleware(
+        EdgeGuard,  # type: ignore[arg-type]
+        hosts=HostRule(settings.host_patterns),
+        public=PUBLIC_ROUTES,
+        unchecked_host=("/healthz",),
+    )
+    secrets = CallbackSecrets(settings.callback_tokens, settings.device_callback_tokens())
+    large_bodies = asyncio.Semaphore(1)
+    # One thread for them too: what a large body allocates is freed into the same malloc arena
+    # that the next one allocates from, instead of into one arena per pool thread.
+    large_worker = ThreadPoolExecutor(1, thread_name_prefix="juhe-sync-large-callback")
+    verified: set[str] = set()
 
     @app.post(
         "/callback",
@@ -192,12 +223,49 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         },
     )
     async def callback(request: Request) -> Response:
-        text = await _read_body(request, settings.max_body_bytes)
-        event = parse_body(text)
-        outcome = await asyncio.wrap_future(request.app.state.store.submit_event(event, text, now_seconds()))
-        if outcome.pulls and request.app.state.sync is not None:
-            request.app.state.sync.request(event.guid, outcome.pulls)
+        token = request.query_params.get("token")
+        if secrets.required and (token is None or not (secrets.needs_guid or secrets.accepts(token))):
+            raise Unauthorized(
+                "callback secret missing or wrong: the notify URL needs ?token=<JUHE_SYNC_CALLBACK_TOKEN>"
+            )
+        store = request.app.state.store
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) <= LARGE_BODY:
+            text = await _read_body(request, settings.max_body_bytes)
+            event, outcome = await store_callback(store, text, token, offload=False)
+        else:
+            # One large body at a time, from its first byte to its commit: their memory never adds up.
+            async with large_bodies:
+                text = await _read_body(request, settings.max_body_bytes)
+                event, outcome = await store_callback(store, text, token, offload=len(text) > LARGE_BODY)
+                del text
+        if secrets.required and event.guid not in verified:
+            await asyncio.to_thread(store.mark_verified, event.guid)
+            verified.add(event.guid)
+        sync = request.app.state.sync
+        if outcome.pulls and sync is not None:
+            # Pulls spend the operator's SaaS quota: only for devices the operator named or
+            # whose callbacks proved the secret, never for a GUID anybody could make up.
+            if secrets.required or event.guid in settings.configured_devices:
+                sync.request(event.guid, outcome.pulls)
+            else:
+                log.debug("no pull for %s: not a configured device and no callback secret", event.guid)
         return Response(_ACK, media_type="application/json")
+
+    async def store_callback(
+        store: Store, text: str, token: str | None, *, offload: bool
+    ) -> tuple[Event, IngestOutcome]:
+        """Parse, check the device's secret, store; a large body is parsed and normalised in a
+        worker thread so that the event loop keeps answering meanwhile."""
+        loop = asyncio.get_running_loop()
+        event = await loop.run_in_executor(large_worker, parse_body, text) if offload else parse_body(text)
+        if secrets.needs_guid and not secrets.accepts(token, event.guid):
+            raise Unauthorized("callback secret missing or wrong for this device")
+        if offload:
+            future = await loop.run_in_executor(large_worker, store.submit_event, event, text, now_seconds())
+        else:
+            future = store.submit_event(event, text, now_seconds())
+        return event, await asyncio.wrap_future(future)
 
     @app.get("/api/contacts", response_model=schemas.ContactsResponse, responses=_errors(400, 500))
     def contacts(
@@ -272,7 +340,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         responses=_errors(400, 409, 500),
         summary="Start a pull sync of a device",
         description="Queues a sync (incremental unless `full=true`) and answers at once; "
-        "follow it in `/api/sync-status`. 409 when pull sync is not configured (no app_key).",
+        "follow it in `/api/sync-status`. 409 when pull sync is not configured (no app_key). "
+        "Admin tokens only.",
     )
     def start_sync(
         request: Request,
@@ -281,6 +350,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
             bool, Query(description="Re-list everything, marking contacts gone upstream.")
         ] = False,
     ) -> Response:
+        principal_of(request.scope).require_admin("start a sync")
         manager = request.app.state.sync
         if manager is None:
             raise ApiError("Pull sync is not configured: set JUHE_SYNC_APP_KEY and JUHE_SYNC_APP_SECRET",
@@ -288,6 +358,44 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         guid = require_guid(guid)
         queued = manager.request(guid, ["full" if full else "sync"], delay=0)
         return json_response({"success": True, "data": {"guid": guid, "full": full, "queued": queued}}, 202)
+
+    @app.get(
+        "/api/tokens",
+        response_model=schemas.TokensResponse,
+        responses=_errors(401, 403, 500),
+        summary="List API tokens",
+        description="Names, device scopes, creation and last use; never the tokens. Admin tokens only.",
+    )
+    def list_tokens(request: Request) -> Response:
+        principal_of(request.scope).require_admin("manage tokens")
+        return ok({"tokens": [_token_json(t) for t in request.app.state.tokens.list()]})
+
+    @app.post(
+        "/api/tokens",
+        response_model=schemas.TokenCreatedResponse,
+        status_code=201,
+        responses=_errors(400, 401, 403, 409, 500),
+        summary="Create an API token",
+        description="Answers the new token once; only its hash is stored. Admin tokens only.",
+    )
+    def create_token(request: Request, spec: Annotated[schemas.TokenSpec, Body()]) -> Response:
+        principal_of(request.scope).require_admin("manage tokens")
+        token, record = request.app.state.tokens.create(spec.name, spec.guids, spec.admin)
+        request.app.state.auth.forget()
+        return json_response({"success": True, "data": {"token": token, **_token_json(record)}}, 201)
+
+    @app.delete(
+        "/api/tokens/{name}",
+        response_model=schemas.TokenRevokedResponse,
+        responses=_errors(401, 403, 404, 500),
+        summary="Revoke an API token",
+        description="Every process stops accepting it within two seconds. Admin tokens only.",
+    )
+    def revoke_token(request: Request, name: str) -> Response:
+        principal_of(request.scope).require_admin("manage tokens")
+        request.app.state.tokens.revoke(name)
+        request.app.state.auth.forget()
+        return ok({"name": name, "revoked": True})
 
     @app.get("/api/sync-status", response_model=schemas.SyncStatusResponse, responses=_errors(400, 404, 500))
     def sync_status(request: Request, guid: Guid) -> Response:
@@ -313,33 +421,75 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     return app
 
 
+def _token_json(record: Any) -> dict[str, Any]:
+    return {
+        "name": record.name,
+        "guids": None if record.guids is None else list(record.guids),
+        "admin": record.admin,
+        "created_at": record.created_at,
+        "last_used_at": record.last_used_at,
+    }
+
+
 async def _read_body(request: Request, limit: int) -> str:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(f"Body larger than {limit} bytes", status=413, code="PAYLOAD_TOO_LARGE")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(f"Body larger than {limit} bytes", status=413, code="PAYLOAD_TOO_LARGE")
-        chunks.append(chunk)
     try:
-        return b"".join(chunks).decode("utf-8")
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(f"Body larger than {limit} bytes", status=413, code="PAYLOAD_TOO_LARGE")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientGone(f"client disconnected after {size} bytes of the body") from None
+    raw = b"".join(chunks)
+    del chunks
+    try:
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidParams("Body is not UTF-8") from None
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's document, with our 400 error body in place of its 422 validation schema."""
+    """FastAPI's document, with our 400 error body in place of its 422 validation schema, and the
+    token each route takes."""
     if app.openapi_schema:
         return app.openapi_schema
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-    for path in schema.get("paths", {}).values():
+    for route, path in schema.get("paths", {}).items():
         for operation in path.values():
-            operation.get("responses", {}).pop("422", None)
-    components = schema.get("components", {}).get("schemas", {})
-    components.pop("HTTPValidationError", None)
-    components.pop("ValidationError", None)
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            # Any route may meet the edge: a Host not allowed (400), a missing or wrong token (401),
+            # a token scoped to other devices or a cross-site write (403).
+            for status, text in ((400, "Invalid parameters or Host"), (401, "Missing or invalid token"),
+                                 (403, "Not allowed for this token, or a cross-site write")):  # fmt: skip
+                responses.setdefault(str(status), {"description": text, "content": _ERROR_CONTENT})
+            if route == "/callback":
+                operation["security"] = [{"CallbackToken": []}]
+            else:
+                operation["security"] = [{"ApiToken": []}]
+    components = schema.setdefault("components", {})
+    components.get("schemas", {}).pop("HTTPValidationError", None)
+    components.get("schemas", {}).pop("ValidationError", None)
+    components["securitySchemes"] = {
+        "ApiToken": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "JUHE_SYNC_API_TOKEN, or a token from `juhe-sync token create`; required once either exists.",
+        },
+        "CallbackToken": {
+            "type": "apiKey",
+            "in": "query",
+            "name": "token",
+            "description": "JUHE_SYNC_CALLBACK_TOKEN (or the device's own secret); required once one is set.",
+        },
+    }
     app.openapi_schema = schema
     return schema
+
+
+_ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}

@@ -7,10 +7,11 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
-from juhe_sync.errors import ApiError, error_body
-from juhe_sync.web.responses import json_response
+from juhe_sync.errors import ApiError, ClientGone, error_body
+from juhe_sync.web.responses import error_response, json_response
 
 log = logging.getLogger("juhe_sync.web")
 
@@ -37,7 +38,13 @@ def install(app: FastAPI) -> None:
     async def api_error(request: Request, exc: ApiError) -> Response:
         if exc.status >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
-        return json_response(error_body(exc.message, exc.code), exc.status)
+        elif isinstance(exc, ClientGone):
+            log.warning("%s %s: %s", request.method, request.url.path, exc.message)
+        return error_response(exc, {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None)
+
+    @app.exception_handler(ClientDisconnect)
+    async def gone(request: Request, exc: ClientDisconnect) -> Response:
+        return await api_error(request, ClientGone("client disconnected before the request was read"))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:

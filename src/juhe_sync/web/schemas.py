@@ -1,10 +1,10 @@
-"""Response models: what the OpenAPI document promises and the server returns."""
+"""Request and response models: what the OpenAPI document promises and the server returns."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ErrorBody(BaseModel):
@@ -180,3 +180,49 @@ class SyncStatus(BaseModel):
 class SyncStatusResponse(BaseModel):
     success: Literal[True] = True
     data: SyncStatus
+
+
+class TokenSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, description="Unique name: letters, digits, '.', '_', '-'.")
+    guids: list[str] | None = Field(
+        None, max_length=1000, description="Devices the token may read; null or absent: every device."
+    )
+    admin: bool = Field(False, description="May start syncs and manage tokens.")
+
+
+class TokenInfo(BaseModel):
+    name: str
+    guids: list[str] | None
+    admin: bool
+    created_at: str
+    last_used_at: str | None
+
+
+class TokenCreated(TokenInfo):
+    token: str = Field(description="The token itself, shown this once: only its hash is stored.")
+
+
+class TokensData(BaseModel):
+    tokens: list[TokenInfo]
+
+
+class TokensResponse(BaseModel):
+    success: Literal[True] = True
+    data: TokensData
+
+
+class TokenCreatedResponse(BaseModel):
+    success: Literal[True] = True
+    data: TokenCreated
+
+
+class TokenRevoked(BaseModel):
+    name: str
+    revoked: Literal[True]
+
+
+class TokenRevokedResponse(BaseModel):
+    success: Literal[True] = True
+    data: TokenRevoked

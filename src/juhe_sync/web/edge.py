@@ -1,0 +1,161 @@
+"""The guard in front of every route: allowed ``Host``, no cross-site writes, API tokens and their
+device scope. A plain ASGI middleware (it sits on the callback path, which must stay cheap).
+
+Every route needs a token unless it is listed in ``public``: a route added later is protected
+without anyone remembering to protect it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+from starlette.datastructures import QueryParams
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from juhe_sync.access import OPEN, Authenticator, Forbidden, Principal, Unauthorized
+from juhe_sync.errors import ApiError, InvalidParams
+from juhe_sync.web.responses import error_response
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def split_host(value: str) -> tuple[str, str | None]:
+    """``"Example.com:8070"`` -> ``("example.com", "8070")``; IPv6 stays bracketed."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 0:
+            return value, None
+        rest = value[end + 1 :]
+        if not rest:
+            return value, None
+        if rest.startswith(":") and rest[1:].isdigit() and rest[1:].isascii():
+            return value[: end + 1], rest[1:]
+        return value, None
+    host, sep, port = value.rpartition(":")
+    return (host, port) if sep and host and port.isdigit() and port.isascii() else (value, None)
+
+
+class HostRule:
+    """``*``, ``name``, ``name:port`` or ``*.domain`` (the domain's subdomains)."""
+
+    def __init__(self, patterns: Iterable[str]):
+        self.any = False
+        self.exact: set[tuple[str, str | None]] = set()
+        self.suffixes: list[str] = []
+        for pattern in patterns:
+            if pattern == "*":
+                self.any = True
+            elif pattern.startswith("*."):
+                self.suffixes.append(pattern[1:])
+            else:
+                self.exact.add(split_host(pattern))
+
+    def allows(self, value: str | None) -> bool:
+        return self.any or self.listed(value)
+
+    def listed(self, value: str | None) -> bool:
+        """Named by a pattern other than ``*``."""
+        if not value:
+            return False
+        host, port = split_host(value)
+        if (host, None) in self.exact or (host, port) in self.exact:
+            return True
+        return any(host.endswith(suffix) for suffix in self.suffixes)
+
+
+def principal_of(scope: Scope) -> Principal:
+    """The caller of a request that passed the guard."""
+    principal = scope.get("state", {}).get("principal")
+    return principal if isinstance(principal, Principal) else OPEN
+
+
+class EdgeGuard:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        hosts: HostRule,
+        public: Iterable[str] = (),
+        unchecked_host: Iterable[str] = (),
+    ):
+        self.app = app
+        self.hosts = hosts
+        self.public = frozenset(public)
+        self.unchecked_host = frozenset(unchecked_host)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            scope.setdefault("state", {})["principal"] = await self._admit(scope)
+        except ApiError as exc:
+            headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+            await error_response(exc, headers)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    async def _admit(self, scope: Scope) -> Principal:
+        host = origin = fetch_site = authorization = None
+        for name, value in scope["headers"]:
+            if name == b"host":
+                host = value.decode("latin-1")
+            elif name == b"origin":
+                origin = value.decode("latin-1")
+            elif name == b"sec-fetch-site":
+                fetch_site = value.decode("latin-1").strip().lower()
+            elif name == b"authorization":
+                authorization = value.decode("latin-1")
+        path = scope["path"]
+        if path not in self.unchecked_host and not self.hosts.allows(host):
+            raise InvalidParams(
+                "Host not allowed: set JUHE_SYNC_ALLOWED_HOSTS to the names this server answers to"
+            )
+        if scope["method"] not in _SAFE_METHODS and _cross_site(origin, fetch_site, host, self.hosts):
+            raise Forbidden("cross-site requests may not change anything")
+        if path in self.public:
+            return OPEN
+        # The application's lifespan opens the store and puts its authenticator in app.state.
+        auth = getattr(scope["app"].state, "auth", None)
+        if not isinstance(auth, Authenticator):
+            raise ApiError("The server is starting", status=503, code="SERVICE_UNAVAILABLE")
+        principal = await _authenticate(auth, authorization)
+        if principal.guids is not None:
+            for guid in QueryParams(scope["query_string"]).getlist("guid"):
+                principal.require_device(guid.strip())
+        return principal
+
+
+async def _authenticate(auth: Authenticator, authorization: str | None) -> Principal:
+    required = auth.required_cached()
+    if required is None:
+        required = await asyncio.to_thread(auth.required)
+    if not required:
+        return OPEN
+    scheme, _, token = (authorization or "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("an API token is required: send Authorization: Bearer <token>")
+    known, principal = auth.cached(token)
+    if not known:
+        principal = await asyncio.to_thread(auth.authenticate, token)
+    if principal is None:
+        raise Unauthorized("the API token is not valid")
+    return principal
+
+
+def _cross_site(origin: str | None, fetch_site: str | None, host: str | None, hosts: HostRule) -> bool:
+    if fetch_site == "cross-site":
+        return True
+    if origin is None:
+        return False
+    _, sep, authority = origin.strip().partition("://")
+    if not sep:  # "null" (sandboxed frames, file: pages) or garbage
+        return True
+    authority = authority.split("/", 1)[0].lower()
+    if host is not None and authority == host.strip().lower():
+        return False
+    # Behind a proxy the Host may be the upstream's; an origin the operator allowed is ours.
+    return not hosts.listed(authority)
