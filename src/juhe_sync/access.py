@@ -213,6 +213,11 @@ class CallbackSecrets:
         """Whether the device must be known (the body parsed) before the token can be judged."""
         return bool(self.per_device)
 
+    def plausible(self, token: str | None) -> bool:
+        """Whether ``token`` is any configured secret: checked before the body is read, so that a
+        sender without one never gets as far as the parser (or a large body's turn)."""
+        return any_secret(token, [*self.global_tokens, *self.per_device.values()])
+
     def accepts(self, token: str | None, guid: str | None = None) -> bool:
         if guid is not None and guid in self.per_device:
             return same_secret(token, self.per_device[guid])

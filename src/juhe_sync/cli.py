@@ -248,7 +248,7 @@ def copy(
     try:
         assert isinstance(src, SQLStore) and isinstance(dst, SQLStore)
         with _progress() as progress:
-            task = progress.add_task("copy", total=count_rows(src))
+            task = progress.add_task("copy", total=count_rows(src, dst))
             inserted = copy_store(src, dst, progress=lambda n: progress.advance(task, n))
     except ApiError as exc:
         _fail(exc.message)

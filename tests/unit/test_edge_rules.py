@@ -113,6 +113,7 @@ def test_callback_secrets() -> None:
     assert both.accepts("global", "other") and not both.accepts("own", "other")
     assert both.accepts("own", "dev") and not both.accepts("global", "dev")
     assert not both.accepts(None, "other") and not both.accepts("", "other")
+    assert both.plausible("own") and both.plausible("global") and not both.plausible("x") and not both.plausible(None)
     only_devices = CallbackSecrets([], {"dev": "own"})
     assert only_devices.accepts("own", "dev") and not only_devices.accepts("", "other")
 

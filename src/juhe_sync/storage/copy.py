@@ -18,6 +18,13 @@ from juhe_sync.storage.sqlstore import SQLStore
 
 CHUNK = 2000
 
+#: Tables not copied, and why: every other table of the schema is, column for column.
+SKIPPED = {
+    "schema_migrations": "the destination has its own, from migrating",
+    "leases": "work leases belong to the running processes of the source",
+    "message_fts": "the search index is rebuilt in the destination as messages arrive",
+}
+
 
 @dataclass(frozen=True)
 class Table:
@@ -26,51 +33,40 @@ class Table:
     columns: tuple[str, ...]
 
 
-TABLES = (
-    Table(
-        "devices",
-        ("id",),
-        (
-            "id", "guid", "kind", "state", "account_id", "account_name", "corp_id", "avatar", "last_callback_time",
-            "last_sync_time", "last_error", "contacts_count", "rooms_count", "messages_count", "created_at",
-            "verified",
-        ),
-    ),
-    Table("journal", ("id",), ("id", "device_id", "event_key", "notify_type", "received_at", "body", "status", "error")),
-    Table("conversations", ("id",), ("id", "device_id", "conv_key", "message_count", "last_message_id")),
-    Table(
-        "messages",
-        ("id",),
-        (
-            "id", "device_id", "conversation_id", "dedup_key", "msg_id", "seq", "appinfo", "sender", "receiver",
-            "room_id", "sender_name", "direction", "msg_type", "type", "content", "searchable", "sendtime", "flag",
-            "send_flag", "content_type", "at_list", "quote_content", "quote_appinfo", "revoked", "journal_id",
-            "fingerprint",
-        ),
-    ),
-    Table(
-        "contacts",
-        ("device_id", "user_id"),
-        ("device_id", "user_id", "name", "remark", "avatar", "type", "corp_id", "source", "name_seen_at", "deleted", "extra"),
-    ),
-    Table(
-        "rooms",
-        ("device_id", "room_id"),
-        ("device_id", "room_id", "name", "owner", "member_count", "avatar", "version", "dismissed"),
-    ),
-    Table("revocations", ("device_id", "msg_id"), ("device_id", "msg_id")),
-    Table("api_tokens", ("name",), ("name", "token_hash", "guids", "admin", "created_at", "last_used_at")),
-)  # fmt: skip
+def tables(source: SQLStore, destination: SQLStore) -> list[Table]:
+    """Every table of the source's schema (devices first), with the columns both stores have.
+
+    Columns come from the schema, not from a list here: a migration that adds a table or a
+    column is copied without anyone remembering to add it. Columns a backend derives itself (the
+    PostgreSQL search grams) are left out and rebuilt."""
+    src, dst = source.schema(), destination.schema()
+    derived = set(source.writer.dialect.extra_columns) | set(destination.writer.dialect.extra_columns)
+    found = []
+    for name in sorted(src, key=lambda n: (n != "devices", n)):
+        if name in SKIPPED or any(name.startswith(f"{skipped}_") for skipped in SKIPPED):
+            continue
+        columns, key = src[name]
+        if name not in dst:
+            raise ApiError(f"the destination has no table {name}: migrate it with this version", status=400,
+                           code="INVALID_PARAMS")  # fmt: skip
+        missing = [c for c in columns if c not in dst[name][0] and c not in derived]
+        if missing:
+            raise ApiError(
+                f"the destination's {name} lacks {', '.join(missing)}", status=400, code="INVALID_PARAMS"
+            )
+        if not key:
+            raise ApiError(
+                f"table {name} has no primary key to copy it by", status=500, code="INTERNAL_ERROR"
+            )
+        found.append(Table(name, key, tuple(c for c in columns if c not in derived)))
+    return found
 
 
-_MESSAGE_COLUMNS = TABLES[3].columns
-_DEVICE, _CONVERSATION = _MESSAGE_COLUMNS.index("device_id"), _MESSAGE_COLUMNS.index("conversation_id")
-_CONTENT, _SEARCHABLE = _MESSAGE_COLUMNS.index("content"), _MESSAGE_COLUMNS.index("searchable")
-
-
-def count_rows(store: SQLStore) -> int:
+def count_rows(source: SQLStore, destination: SQLStore) -> int:
+    """Rows to read: the total of the progress bar."""
     return sum(
-        store.read(lambda c, t=t: c.execute(f"SELECT count(*) FROM {t.name}").fetchone()[0]) for t in TABLES
+        source.read(lambda c, t=t: c.execute(f"SELECT count(*) FROM {t.name}").fetchone()[0])
+        for t in tables(source, destination)
     )
 
 
@@ -93,7 +89,7 @@ def copy_store(
     """Copy every table; returns the rows inserted per table (0 everywhere on a repeated copy)."""
     check_destination(source, destination)
     inserted: dict[str, int] = {}
-    for table in TABLES:
+    for table in tables(source, destination):
         inserted[table.name] = _copy_table(source, destination, table, progress)
     destination.submit(_finish).result()
     destination.after_copy()
@@ -117,6 +113,8 @@ def _copy_table(
             params = (*after, CHUNK)
         rows = source.read(lambda c, sql=sql, params=params: c.execute(sql, params).fetchall())
         if not rows:
+            if table.name not in _APPEND_ONLY:
+                _prune(source, destination, table)
             return total
         after = tuple(rows[-1][i] for i in key_index)
         total += destination.submit(lambda c, rows=rows: _insert(destination, c, table, rows)).result()
@@ -124,42 +122,95 @@ def _copy_table(
             progress(len(rows))
 
 
+#: Tables that only grow (new rows, never changed ones): a chunk the destination holds in full is
+#: skipped. Every other table is small and upserted, so a repeated copy brings its current state.
+_APPEND_ONLY = ("journal", "messages")
+
+
 def _insert(destination: SQLStore, conn: Any, table: Table, rows: list[Any]) -> int:
-    if table.key == ("id",):
+    columns = table.columns
+    append_only = table.name in _APPEND_ONLY
+    if append_only:
         lo, hi = rows[0][0], rows[-1][0]
         have = conn.execute(
             f"SELECT count(*) FROM {table.name} WHERE id BETWEEN ? AND ?", (lo, hi)
         ).fetchone()[0]
         if have == len(rows):
             return 0  # already copied (a resumed or repeated copy)
-    columns = table.columns
     dialect = destination.writer.dialect
-    extra = dialect.extra_columns if table.name == "messages" else ()
-    sql = (
-        f"INSERT INTO {table.name} ({', '.join(columns + extra)}) VALUES ({', '.join('?' * (len(columns) + len(extra)))}) "
-        "ON CONFLICT DO NOTHING RETURNING 1"
-    )
     is_messages = table.name == "messages"
+    extra = dialect.extra_columns if is_messages else ()
+    names = ", ".join(columns + extra)
+    marks = ", ".join("?" * (len(columns) + len(extra)))
+    changes = [c for c in columns if c not in table.key]
+    if append_only or not changes:
+        conflict = "DO NOTHING"
+    else:
+        assignments = ", ".join(f"{c} = excluded.{c}" for c in changes)
+        differs = " OR ".join(f"{table.name}.{c} {destination.distinct} excluded.{c}" for c in changes)
+        conflict = f"DO UPDATE SET {assignments} WHERE {differs}"
+    sql = f"INSERT INTO {table.name} ({names}) VALUES ({marks}) ON CONFLICT ({', '.join(table.key)}) {conflict} RETURNING 1"
+    where = {c: i for i, c in enumerate(columns)}
     inserted = 0
     for row in rows:
         values = tuple(row)
         index = None
         if is_messages:
-            index = dialect.text_index(row[_CONTENT]) if row[_SEARCHABLE] else None
-            values += dialect.extra_values(row[_DEVICE], row[_CONVERSATION], index)
+            device, conversation = row[where["device_id"]], row[where["conversation_id"]]
+            index = dialect.text_index(row[where["content"]]) if row[where["searchable"]] else None
+            values += dialect.extra_values(device, conversation, index)
         if conn.execute(sql, values).fetchone() is None:
             continue
         inserted += 1
         if index is not None:
-            dialect.index_message(conn, row[0], row[_DEVICE], row[_CONVERSATION], index)
+            dialect.index_message(conn, row[where["id"]], device, conversation, index)
     return inserted
+
+
+def _prune(source: SQLStore, destination: SQLStore, table: Table) -> None:
+    """Delete the destination's rows the source no longer has (a member who left a room, a token
+    revoked), so that a repeated copy converges to the source."""
+    order = ", ".join(table.key)
+    key = f"({order})" if len(table.key) > 1 else order
+    after: tuple[Any, ...] | None = None
+    while True:
+        if after is None:
+            sql, params = f"SELECT {order} FROM {table.name} ORDER BY {order} LIMIT ?", (CHUNK,)
+        else:
+            marks = ", ".join("?" * len(table.key))
+            sql = f"SELECT {order} FROM {table.name} WHERE ({order}) > ({marks}) ORDER BY {order} LIMIT ?"
+            params = (*after, CHUNK)
+        keys = [
+            tuple(r)
+            for r in destination.read(lambda c, sql=sql, params=params: c.execute(sql, params).fetchall())
+        ]
+        if not keys:
+            return
+        after = keys[-1]
+        one = f"({', '.join('?' * len(table.key))})" if len(table.key) > 1 else "?"
+        listed = ", ".join([one] * len(keys))
+        flat = [v for k in keys for v in k]
+        present = {
+            tuple(r)
+            for r in source.read(
+                lambda c, listed=listed, flat=flat: c.execute(
+                    f"SELECT {order} FROM {table.name} WHERE {key} IN ({listed})", flat
+                ).fetchall()
+            )
+        }
+        gone = [k for k in keys if k not in present]
+        if gone:
+            delete = f"DELETE FROM {table.name} WHERE " + " AND ".join(f"{c} = ?" for c in table.key)
+            destination.submit(
+                lambda c, gone=gone, delete=delete: [c.execute(delete, k) for k in gone]
+            ).result()
 
 
 def _finish(conn: Any) -> None:
     """Counters from the copied rows (the source may have moved on while it was read)."""
     conn.execute(
         "UPDATE devices SET "
-        "contacts_count = (SELECT count(*) FROM contacts c WHERE c.device_id = devices.id), "
+        "contacts_count = (SELECT count(*) FROM contacts c WHERE c.device_id = devices.id AND c.deleted = 0), "
         "rooms_count = (SELECT count(*) FROM rooms r WHERE r.device_id = devices.id), "
         "messages_count = (SELECT count(*) FROM messages m WHERE m.device_id = devices.id)"
     )

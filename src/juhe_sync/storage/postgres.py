@@ -98,6 +98,7 @@ class PostgresDialect:
 
 class PostgresStore(SQLStore):
     contains = "{} ILIKE ? ESCAPE '\\'"
+    distinct = "IS DISTINCT FROM"
 
     def __init__(self, url: str, *, writers: int = 4, max_batch: int = 256, pool_size: int = 10):
         self.url = url
@@ -213,6 +214,29 @@ class PostgresStore(SQLStore):
             applied = apply_pending(conn, "postgresql")
             raw.commit()
         return applied
+
+    def schema(self) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+        def run(conn: Any) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+            columns: dict[str, list[str]] = {}
+            for table, column in conn.execute(
+                "SELECT table_name, column_name FROM information_schema.columns c "
+                "WHERE table_schema = current_schema() AND EXISTS (SELECT 1 FROM information_schema.tables t "
+                "WHERE t.table_schema = c.table_schema AND t.table_name = c.table_name AND t.table_type = 'BASE TABLE') "
+                "ORDER BY table_name, ordinal_position"
+            ).fetchall():
+                columns.setdefault(table, []).append(column)
+            keys: dict[str, list[str]] = {}
+            for table, column in conn.execute(
+                "SELECT tc.table_name, k.column_name FROM information_schema.table_constraints tc "
+                "JOIN information_schema.key_column_usage k ON k.constraint_name = tc.constraint_name "
+                "AND k.table_schema = tc.table_schema AND k.table_name = tc.table_name "
+                "WHERE tc.table_schema = current_schema() AND tc.constraint_type = 'PRIMARY KEY' "
+                "ORDER BY tc.table_name, k.ordinal_position"
+            ).fetchall():
+                keys.setdefault(table, []).append(column)
+            return {t: (tuple(c), tuple(keys.get(t, ()))) for t, c in columns.items()}
+
+        return self.read(run)
 
     @staticmethod
     def _search_where(query: MessageQuery, conversation_id: int | None) -> tuple[str, list[Any]]:

@@ -209,6 +209,20 @@ class SQLiteStore(SQLStore):
     def migrate(self) -> list[str]:
         return self.submit(lambda conn: apply_pending(conn, "sqlite")).result()
 
+    def schema(self) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+        def run(conn: sqlite3.Connection) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+            names = [r[0] for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+            ).fetchall()]  # fmt: skip
+            found = {}
+            for name in names:
+                info = conn.execute(f"PRAGMA table_info({name})").fetchall()
+                key = tuple(r[1] for r in sorted((r for r in info if r[5]), key=lambda r: r[5]))
+                found[name] = (tuple(r[1] for r in info), key)
+            return found
+
+        return self.read(run)
+
     def search_messages(self, conn: Any, query: MessageQuery, conversation_id: int | None) -> Page:
         assert query.keyword
         match = search.match_expression(query.device_id, conversation_id, query.keyword)

@@ -33,6 +33,13 @@ class SQLStore(Store):
         serialise jobs of the same key and take keys in one global order, so they never deadlock.
         """
 
+    #: The null-safe inequality of the dialect.
+    distinct = "IS NOT"
+
+    @abc.abstractmethod
+    def schema(self) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+        """Every table: (its columns in order, its primary key columns)."""
+
     @abc.abstractmethod
     def read(self, fn: Callable[[Any], T]) -> T:
         """Run ``fn(conn)`` on a read connection."""

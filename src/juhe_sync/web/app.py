@@ -182,6 +182,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
             if app.state.sync is not None:
                 await asyncio.to_thread(app.state.sync.stop)
                 app.state.sync.syncer.close()
+            large_worker.shutdown(wait=False)
             if owned:
                 await asyncio.to_thread(active.close)
 
@@ -224,7 +225,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     )
     async def callback(request: Request) -> Response:
         token = request.query_params.get("token")
-        if secrets.required and (token is None or not (secrets.needs_guid or secrets.accepts(token))):
+        if secrets.required and not secrets.plausible(token):
             raise Unauthorized(
                 "callback secret missing or wrong: the notify URL needs ?token=<JUHE_SYNC_CALLBACK_TOKEN>"
             )
