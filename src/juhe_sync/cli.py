@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections import Counter
@@ -11,7 +12,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from juhe_sync.access import TokenAdmin
 from juhe_sync.config import Settings, settings_table
@@ -31,8 +32,7 @@ DatabaseUrl = Annotated[
 
 
 def _settings(database_url: str | None = None) -> Settings:
-    overrides = {"database_url": database_url} if database_url else {}
-    return Settings(**overrides)
+    return Settings(database_url=database_url) if database_url else Settings()
 
 
 def _open(settings: Settings) -> Store:
@@ -113,7 +113,7 @@ def serve(
         access_log=False,
         http=IMPORT_PATH,
         server_header=False,
-        timeout_graceful_shutdown=settings.client_timeout,
+        timeout_graceful_shutdown=math.ceil(settings.client_timeout),
     )
 
 
@@ -279,7 +279,7 @@ def sync(
     syncer = Syncer.from_settings(store, cfg)
     try:
         with _progress() as bar:
-            tasks: dict[str, int] = {}
+            tasks: dict[str, TaskID] = {}
 
             def progress(kind: str, done: int, total: int | None) -> None:
                 if kind not in tasks:

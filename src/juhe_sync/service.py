@@ -22,7 +22,8 @@ _ONLINE = {"online": True, "offline": False, "logging_in": False, "verify": Fals
 def require_guid(guid: str | None) -> str:
     if guid is None or not guid.strip():
         raise InvalidParams("guid is required")
-    return text_param("guid", guid).strip()
+    text_param("guid", guid)
+    return guid.strip()
 
 
 def text_param(name: str, value: str | None) -> str | None:

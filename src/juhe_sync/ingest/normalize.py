@@ -292,8 +292,9 @@ def _unwrap_text(value: str) -> str:
         return value
     if isinstance(parsed, dict):
         for key in ("msg", "text"):
-            if isinstance(parsed.get(key), str):
-                return parsed[key]
+            text = parsed.get(key)
+            if isinstance(text, str):
+                return text
     return value
 
 

@@ -113,12 +113,17 @@ _CONTACT_DELETED = 2049
 _DELETED_KEYS = ("deleted", "is_deleted", "del_flag", "bDeleted")
 
 
+def _object(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
 def contact_row(item: dict[str, Any], account_corp: str | None) -> ContactRow | None:
     """A ``/contact/sync_contact`` item as a row, or ``None`` if it names nobody."""
     user_id = norm_id(item.get("user_id") or item.get("userid") or item.get("username"))
     if user_id is None:
         return None
-    extend = item.get("extend_info") if isinstance(item.get("extend_info"), dict) else {}
+    extend = _object(item.get("extend_info"))
     corp = norm_id(item.get("corp_id"))
     labels = [label for label in extend.get("label_info_list") or [] if isinstance(label, dict)]
     known = {"user_id", "userid", "username", "name", "avatar", "corp_id", "extend_info", *_DELETED_KEYS}
@@ -220,7 +225,9 @@ def room_details(data: dict[str, Any]) -> list[RoomDetail]:
     for entry in data.get("roominfos") or []:
         if not isinstance(entry, dict):
             continue
-        info = entry.get("info") if isinstance(entry.get("info"), dict) else entry
+        info = entry.get("info")
+        if not isinstance(info, dict):
+            info = entry
         room = room_row(info, entry.get("version"))
         if room is None:
             continue
@@ -236,7 +243,7 @@ def room_details(data: dict[str, Any]) -> list[RoomDetail]:
 
 def room_list_page(data: dict[str, Any]) -> tuple[list[RoomRow], int | None, int | None]:
     """(rooms, ``next_start``, ``total``) of one ``/room/get_room_list`` page."""
-    roomdata = data.get("roomdata") if isinstance(data.get("roomdata"), dict) else {}
+    roomdata = _object(data.get("roomdata"))
     items = roomdata.get("datas") or data.get("datas") or []
     rooms = [r for r in (room_row(i) for i in items if isinstance(i, dict)) if r]
     total = int_or_none(data.get("total", roomdata.get("total")))

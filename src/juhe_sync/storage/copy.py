@@ -9,7 +9,7 @@ as rows arrive.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,8 +65,7 @@ def tables(source: SQLStore, destination: SQLStore) -> list[Table]:
 def count_rows(source: SQLStore, destination: SQLStore) -> int:
     """Rows to read: the total of the progress bar."""
     return sum(
-        source.read(lambda c, t=t: c.execute(f"SELECT count(*) FROM {t.name}").fetchone()[0])
-        for t in tables(source, destination)
+        int(_rows(source, f"SELECT count(*) FROM {t.name}", ())[0][0]) for t in tables(source, destination)
     )
 
 
@@ -111,13 +110,13 @@ def _copy_table(
             marks = ", ".join("?" * len(table.key))
             sql = f"SELECT {cols} FROM {table.name} WHERE ({order}) > ({marks}) ORDER BY {order} LIMIT ?"
             params = (*after, CHUNK)
-        rows = source.read(lambda c, sql=sql, params=params: c.execute(sql, params).fetchall())
+        rows = _rows(source, sql, params)
         if not rows:
             if table.name not in _APPEND_ONLY:
                 _prune(source, destination, table)
             return total
         after = tuple(rows[-1][i] for i in key_index)
-        total += destination.submit(lambda c, rows=rows: _insert(destination, c, table, rows)).result()
+        total += _write(destination, table, rows)
         if progress is not None:
             progress(len(rows))
 
@@ -167,6 +166,28 @@ def _insert(destination: SQLStore, conn: Any, table: Table, rows: list[Any]) -> 
     return inserted
 
 
+def _rows(store: SQLStore, sql: str, params: Sequence[Any]) -> list[Any]:
+    def run(conn: Any) -> list[Any]:
+        return list(conn.execute(sql, params).fetchall())
+
+    return store.read(run)
+
+
+def _write(destination: SQLStore, table: Table, rows: list[Any]) -> int:
+    def run(conn: Any) -> int:
+        return _insert(destination, conn, table, rows)
+
+    return destination.submit(run).result()
+
+
+def _delete(destination: SQLStore, sql: str, keys: list[tuple[Any, ...]]) -> None:
+    def run(conn: Any) -> None:
+        for key in keys:
+            conn.execute(sql, key)
+
+    destination.submit(run).result()
+
+
 def _prune(source: SQLStore, destination: SQLStore, table: Table) -> None:
     """Delete the destination's rows the source no longer has (a member who left a room, a token
     revoked), so that a repeated copy converges to the source."""
@@ -180,10 +201,7 @@ def _prune(source: SQLStore, destination: SQLStore, table: Table) -> None:
             marks = ", ".join("?" * len(table.key))
             sql = f"SELECT {order} FROM {table.name} WHERE ({order}) > ({marks}) ORDER BY {order} LIMIT ?"
             params = (*after, CHUNK)
-        keys = [
-            tuple(r)
-            for r in destination.read(lambda c, sql=sql, params=params: c.execute(sql, params).fetchall())
-        ]
+        keys = [tuple(r) for r in _rows(destination, sql, params)]
         if not keys:
             return
         after = keys[-1]
@@ -192,18 +210,12 @@ def _prune(source: SQLStore, destination: SQLStore, table: Table) -> None:
         flat = [v for k in keys for v in k]
         present = {
             tuple(r)
-            for r in source.read(
-                lambda c, listed=listed, flat=flat: c.execute(
-                    f"SELECT {order} FROM {table.name} WHERE {key} IN ({listed})", flat
-                ).fetchall()
-            )
+            for r in _rows(source, f"SELECT {order} FROM {table.name} WHERE {key} IN ({listed})", flat)
         }
         gone = [k for k in keys if k not in present]
         if gone:
             delete = f"DELETE FROM {table.name} WHERE " + " AND ".join(f"{c} = ?" for c in table.key)
-            destination.submit(
-                lambda c, gone=gone, delete=delete: [c.execute(delete, k) for k in gone]
-            ).result()
+            _delete(destination, delete, gone)
 
 
 def _finish(conn: Any) -> None:

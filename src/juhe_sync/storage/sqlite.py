@@ -102,7 +102,7 @@ class SQLiteDialect:
     def rollback_to(self, mark: int) -> None:
         del self.pending[mark:]
 
-    def flush(self, conn: sqlite3.Connection) -> None:
+    def flush(self, conn: Any) -> None:
         # Runs of the same statement go in one executemany, keeping inserts and deletes in order.
         for sql, run in itertools.groupby(self.pending, key=lambda op: op[0]):
             conn.executemany(sql, [params for _, params in run])

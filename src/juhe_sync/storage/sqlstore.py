@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import functools
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -131,9 +132,7 @@ class SQLStore(Store):
     ) -> None:
         after = 0
         while True:
-            last, done = self.submit(
-                lambda conn, after=after: replay_chunk(self.writer, conn, after, device_id, 200), guid
-            ).result()
+            last, done = self.submit(functools.partial(self._replay_chunk, after, device_id), guid).result()
             if last is None:
                 return
             after = last
@@ -146,6 +145,9 @@ class SQLStore(Store):
                     stats.messages_changed += applied.messages_changed
             if progress is not None:
                 progress(len(done))
+
+    def _replay_chunk(self, after: int, device_id: int, conn: Any) -> tuple[int | None, list[Any]]:
+        return replay_chunk(self.writer, conn, after, device_id, 200)
 
     def journal_size(self, guid: str | None = None) -> int:
         if guid is None:

@@ -8,6 +8,7 @@ positions: only what the pull API returned does.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -164,7 +165,10 @@ class Syncer:
                 data = self._call(guid, "/room/sync_room_info", {"room_id": room_id, "version": version})
                 details = protocol.room_details(data)
                 if details:
-                    self._write(guid, lambda conn, d=details: pulls.store_room_details(conn, device_id, d))
+                    self._write(
+                        guid,
+                        functools.partial(pulls.store_room_details, device_id=device_id, details=details),
+                    )
                     report.rooms += len(details)
                     report.members += sum(len(d.members or ()) for d in details)
             self._write(guid, lambda conn: pulls.finish(conn, device_id, "room_changes"))

@@ -151,9 +151,12 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = store is None
-        active = store or await asyncio.to_thread(
-            open_store, settings.database_url, write_batch=settings.write_batch
-        )
+        if store is None:
+            active = await asyncio.to_thread(
+                open_store, settings.database_url, write_batch=settings.write_batch
+            )
+        else:
+            active = store
         if owned:
             applied = await asyncio.to_thread(active.migrate)
             if applied:
@@ -195,7 +198,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     )
     errors.install(app)
     app.add_middleware(
-        EdgeGuard,  # type: ignore[arg-type]
+        EdgeGuard,
         hosts=HostRule(settings.host_patterns),
         public=PUBLIC_ROUTES,
         unchecked_host=("/healthz",),
