@@ -15,12 +15,12 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import websockets
 
+from juhe_sync.backoff import Backoff
 from juhe_sync.errors import ApiError
 from juhe_sync.ingest.envelope import parse_body
 from juhe_sync.storage.base import IngestOutcome, Store
@@ -32,23 +32,6 @@ log = logging.getLogger("juhe_sync.websocket")
 
 class AuthRefused(Exception):
     """The SaaS answered the auth frame with an error."""
-
-
-@dataclass
-class Backoff:
-    """Exponential backoff with full jitter: 0..min(cap, base * 2**n) seconds."""
-
-    base: float = 1.0
-    cap: float = 60.0
-    attempt: int = 0
-
-    def next(self) -> float:
-        delay = random.uniform(0, min(self.cap, self.base * 2**self.attempt))
-        self.attempt = min(self.attempt + 1, 30)
-        return delay
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 @dataclass
@@ -122,8 +105,15 @@ class DeviceConnection:
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
 
     async def _connect_once(self) -> None:
+        # close_timeout: when the SaaS drops us, the library would wait 10 s for a closing handshake
+        # that never comes before we may reconnect.
         async with websockets.connect(
-            self.url, ping_interval=30, ping_timeout=30, max_size=self.max_frame, open_timeout=15
+            self.url,
+            ping_interval=30,
+            ping_timeout=30,
+            max_size=self.max_frame,
+            open_timeout=15,
+            close_timeout=1,
         ) as ws:
             self.stats.connects += 1
             auth = {"type": "auth", "app_key": self.app_key, "app_secret": self.app_secret, "guid": self.guid}

@@ -8,7 +8,6 @@ once. Calls for one device are spaced by a token bucket, so a full sync never fl
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from juhe_sync.backoff import Backoff
+from juhe_sync.backoff import retry_after as parse_retry_after
 from juhe_sync.saas.protocol import SaasError, parse_response
 
 if TYPE_CHECKING:
@@ -92,6 +93,7 @@ class SaasClient:
             "data": {**(data or {}), "guid": guid},
         }
         attempt = 0
+        backoff = Backoff(self.backoff, self.max_backoff)
         while True:
             wait = self.limiter.delay(guid)
             if wait > 0:
@@ -100,7 +102,7 @@ class SaasClient:
             retry_after: float | None = None
             try:
                 response = self.http.post(self.url, json=body)
-                retry_after = _retry_after(response)
+                retry_after = parse_retry_after(response.headers.get("retry-after"))
                 return parse_response(response.status_code, response.text)
             except httpx.TransportError as exc:
                 error = SaasError(f"{type(exc).__name__}: {exc}", retryable=True)
@@ -108,22 +110,10 @@ class SaasClient:
                 error = exc
             if not error.retryable or attempt >= self.retries:
                 raise error
-            pause = random.uniform(0, min(self.max_backoff, self.backoff * 2**attempt))
-            if retry_after is not None:
-                pause = max(pause, min(retry_after, self.max_backoff))
+            pause = backoff.next(at_least=retry_after)
             log.info("%s for %s failed (%s); retry %d in %.2f s", path, guid, error, attempt + 1, pause)
             self.sleep(pause)
             attempt += 1
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
 
 
 def client_from_settings(settings: Settings, **overrides: Any) -> SaasClient:

@@ -25,6 +25,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool
 
+from juhe_sync.backoff import Backoff
 from juhe_sync.errors import StorageError
 from juhe_sync.storage import reads, search
 from juhe_sync.storage.base import MessageQuery, Page
@@ -152,6 +153,7 @@ class PostgresStore(SQLStore):
         self, conn: psycopg.Connection[Any] | None, jobs: list[WriteJob]
     ) -> psycopg.Connection[Any] | None:
         last_error: BaseException | None = None
+        backoff = Backoff(base=0.05, cap=2.0)
         for attempt in range(5):
             try:
                 if conn is None or conn.closed:
@@ -165,7 +167,7 @@ class PostgresStore(SQLStore):
                         conn.rollback()
                     except psycopg.Error:
                         conn.close()
-                time.sleep(0.05 * (2**attempt))
+                time.sleep(backoff.next())
                 continue
             except Exception as exc:
                 last_error = exc
