@@ -173,7 +173,9 @@ def import_(
 
     def drain(keep: int) -> None:
         while len(pending) > keep:
-            counts[pending.pop(0).result().status] += 1
+            outcome = pending.pop(0).result()
+            counts[outcome.status] += 1
+            counts["skipped"] += outcome.skipped
 
     try:
         with _progress() as progress:
@@ -195,11 +197,13 @@ def import_(
     finally:
         store.close()
     console.print(
-        "stored {stored}, duplicates {duplicate}, failed {failed}, rejected {rejected}".format(
+        "stored {stored}, duplicates {duplicate}, failed {failed}, rejected {rejected}, "
+        "batch items skipped {skipped}".format(
             stored=counts["stored"],
             duplicate=counts["duplicate"],
             failed=counts["failed"],
             rejected=counts["rejected"],
+            skipped=counts["skipped"],
         )
     )
     if counts["rejected"] or counts["failed"]:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import warnings
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Host names a loopback-bound server answers to by default (any port): DNS rebinding defence.
@@ -100,10 +101,15 @@ class Settings(BaseSettings):
         5, ge=0, le=20, description="Retries of a SaaS call after network errors, 5xx and rate limits."
     )
     saas_rate: float = Field(5.0, ge=0, description="Most SaaS calls per second per device (0: no limit).")
-    sync_interval: float = Field(
-        30.0,
+    sync_period: float = Field(
+        1800.0,
         ge=0,
-        description="Minutes between periodic incremental syncs of every device, the first 10 s after start (0: never).",
+        description="Seconds between periodic incremental syncs of every device, the first 10 s after start (0: never).",
+    )
+    sync_interval: float | None = Field(
+        None,
+        ge=0,
+        description="Deprecated: the same period in minutes. Use `SYNC_PERIOD`; when only this is set it is still honoured, with a warning.",
     )
     lease_ttl: float = Field(
         60.0,
@@ -137,6 +143,18 @@ class Settings(BaseSettings):
         if value and not isinstance(json.loads(value), dict):
             raise ValueError("device_credentials must be a JSON object keyed by device GUID")
         return value
+
+    @model_validator(mode="after")
+    def _period_in_minutes(self) -> Settings:
+        if self.sync_interval is not None:
+            warnings.warn(
+                "JUHE_SYNC_SYNC_INTERVAL (minutes) is deprecated: set JUHE_SYNC_SYNC_PERIOD in seconds",
+                FutureWarning,
+                stacklevel=2,
+            )
+            if "sync_period" not in self.model_fields_set:
+                self.sync_period = self.sync_interval * 60
+        return self
 
     @field_validator("host")
     @classmethod

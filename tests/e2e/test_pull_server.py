@@ -23,7 +23,7 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             "JUHE_SYNC_APP_SECRET": Simulator.APP_SECRET,
             "JUHE_SYNC_SYNC_DEBOUNCE": "0.2",
             "JUHE_SYNC_SAAS_RATE": "0",
-            "JUHE_SYNC_SYNC_INTERVAL": "0",  # only the syncs a test asks for (no start-up catch-up)
+            "JUHE_SYNC_SYNC_PERIOD": "0",  # only the syncs a test asks for (no start-up catch-up)
             # Callbacks start pulls only when they prove the secret (or the device is configured).
             "JUHE_SYNC_CALLBACK_TOKEN": "sim-callback-secret",
         }
@@ -169,7 +169,7 @@ def test_a_sync_killed_with_its_server_resumes_after_restart(database: str, tmp_
     sim = Simulator(["kill-device"], contacts=2500, rooms=10).start()
     env = {"JUHE_SYNC_SAAS_BASE_URL": sim.url, "JUHE_SYNC_APP_KEY": Simulator.APP_KEY,
            "JUHE_SYNC_APP_SECRET": Simulator.APP_SECRET, "JUHE_SYNC_SAAS_RATE": "10", "JUHE_SYNC_LEASE_TTL": "2",
-           "JUHE_SYNC_SYNC_INTERVAL": "0"}  # fmt: skip
+           "JUHE_SYNC_SYNC_PERIOD": "0"}  # fmt: skip
     server = Server(database, tmp_path / "server.log", env).start()
     try:
         httpx.post(server.url + "/api/sync", params={"guid": "kill-device", "full": "true"}, timeout=30)
@@ -216,7 +216,7 @@ def test_pulls_only_for_configured_or_verified_devices(tmp_path: Path) -> None:
         "JUHE_SYNC_APP_SECRET": Simulator.APP_SECRET,
         "JUHE_SYNC_SYNC_DEBOUNCE": "0",
         "JUHE_SYNC_SAAS_RATE": "0",
-        "JUHE_SYNC_SYNC_INTERVAL": "0.05",  # a periodic round 3 s after start, then every 3 s
+        "JUHE_SYNC_SYNC_PERIOD": "3",  # a periodic round 3 s after start, then every 3 s
         "JUHE_SYNC_SYNC_GUIDS": SIM_GUID,
     }
     server = Server(f"sqlite:///{tmp_path / 'pulls.db'}", tmp_path / "server.log", env).start()

@@ -477,7 +477,7 @@ def test_database_password_is_never_printed(tmp_path: Path) -> None:
 def test_secrets_in_settings_never_reach_the_log(tmp_path: Path) -> None:
     env = {"JUHE_SYNC_API_TOKEN": OPERATOR, "JUHE_SYNC_CALLBACK_TOKEN": CALLBACK, "JUHE_SYNC_LOG_LEVEL": "debug",
            "JUHE_SYNC_APP_KEY": "k", "JUHE_SYNC_APP_SECRET": "app-secret-0123456789",
-           "JUHE_SYNC_SAAS_BASE_URL": "http://127.0.0.1:9", "JUHE_SYNC_SYNC_INTERVAL": "0"}  # fmt: skip
+           "JUHE_SYNC_SAAS_BASE_URL": "http://127.0.0.1:9", "JUHE_SYNC_SYNC_PERIOD": "0"}  # fmt: skip
     server = Server(f"sqlite:///{tmp_path / 'log.db'}", tmp_path / "server.log", env).start()
     try:
         httpx.post(server.url + "/callback", params={"token": CALLBACK}, json=fixture_json("callback_11003_user_login.json"))

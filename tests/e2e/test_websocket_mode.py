@@ -25,7 +25,7 @@ def until(check: Callable[[], bool], timeout: float = 60, what: str = "condition
 def ws_server(sim: Simulator, url: str, log: Path, secret: str = Simulator.APP_SECRET, lease_ttl: str = "60") -> Server:
     env = {
         "JUHE_SYNC_LEASE_TTL": lease_ttl,
-        "JUHE_SYNC_SYNC_INTERVAL": "0",
+        "JUHE_SYNC_SYNC_PERIOD": "0",
         "JUHE_SYNC_WS_ENABLED": "1",
         "JUHE_SYNC_WS_URL": sim.url.replace("http://", "ws://") + "/ws/juwe",
         "JUHE_SYNC_WS_GUIDS": GUID,

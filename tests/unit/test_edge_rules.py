@@ -124,3 +124,12 @@ def test_tokens_and_principals() -> None:
     assert hash_token(token) != hash_token(new_token()) and len(hash_token(token)) == 32
     scoped = Principal("crm", frozenset({"a"}), False)
     assert scoped.may_read("a") and not scoped.may_read("b")
+
+
+def test_sync_period_in_seconds_and_the_deprecated_minutes() -> None:
+    assert Settings().sync_period == 1800.0
+    assert Settings(sync_period=90).sync_period == 90
+    with pytest.warns(FutureWarning, match="JUHE_SYNC_SYNC_PERIOD"):
+        assert Settings(sync_interval=2).sync_period == 120
+    with pytest.warns(FutureWarning):
+        assert Settings(sync_interval=2, sync_period=5).sync_period == 5

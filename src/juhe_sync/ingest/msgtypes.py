@@ -27,7 +27,6 @@ MSG_TYPES: dict[int, str] = {
 REVOKE = 1
 TEXT = 2
 SYSTEM = 1011
-READ_REPORT = 1012
 
 #: Types whose content is human-readable text, and therefore searchable.
 TEXT_LIKE = frozenset({TEXT, SYSTEM})

@@ -38,7 +38,6 @@ class AuthRefused(Exception):
 class ConnectionStats:
     connects: int = 0
     frames: int = 0
-    acked: int = 0
     rejected: int = 0
     last_error: str | None = None
     connected: bool = False
@@ -178,7 +177,6 @@ class DeviceConnection:
             self.stats.rejected += 1
             log.exception("websocket of %s: could not store a callback", self.guid)
             return False
-        self.stats.acked += 1
         if self.on_stored is not None:
             self.on_stored(event.guid, outcome)
         return True

@@ -23,6 +23,8 @@ class IngestOutcome:
     messages_added: int = 0
     #: Pulls the event asks for (``full``, ``contacts``, ``rooms``, ``room:<id>``), for pull sync.
     pulls: list[str] = field(default_factory=list)
+    #: Items of the event that were not messages and were left out (the journal keeps them).
+    skipped: int = 0
 
 
 @dataclass(slots=True)

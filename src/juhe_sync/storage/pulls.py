@@ -26,7 +26,6 @@ class SyncRun:
     generation: int
     #: Position to resume from: ``run_cursor`` of a resumed run, else the incremental cursor.
     cursor: str | None
-    resumed: bool
     done: int
 
 
@@ -54,14 +53,14 @@ def begin(conn: Conn, device_id: int, kind: str, full: bool) -> SyncRun:
             "WHERE device_id = ? AND kind = ?",
             (now, device_id, kind),
         )
-        return SyncRun(kind, bool(run_full), int(generation), run_cursor, True, int(done))
+        return SyncRun(kind, bool(run_full), int(generation), run_cursor, int(done))
     generation = int(generation) + (1 if full else 0)
     conn.execute(
         "UPDATE sync_state SET status = 'running', generation = ?, run_full = ?, run_cursor = NULL, done = 0, "
         "total = NULL, started_at = ?, heartbeat_at = ?, last_error = NULL WHERE device_id = ? AND kind = ?",
         (generation, int(full), now_iso(), now, device_id, kind),
     )
-    return SyncRun(kind, full, generation, None if full else cursor, False, 0)
+    return SyncRun(kind, full, generation, None if full else cursor, 0)
 
 
 def progress(

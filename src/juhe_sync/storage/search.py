@@ -109,10 +109,6 @@ def scoped_grams(text_grams: list[int], device_id: int, conversation_id: int) ->
     return [-(_CONVERSATION + conversation_id), -device_id, *text_grams]
 
 
-def grams(device_id: int, conversation_id: int, text: str) -> list[int]:
-    return scoped_grams(text_grams(text), device_id, conversation_id)
-
-
 def query_grams(device_id: int, conversation_id: int | None, keyword: str) -> tuple[list[int], bool]:
     """(grams every matching row contains, whether rows must still be checked for the substring)."""
     folded = fold(keyword)

@@ -22,7 +22,7 @@ from juhe_sync.ingest.normalize import Effects, MessageRecord, normalize_event, 
 from juhe_sync.storage.base import IngestOutcome
 from juhe_sync.timeutil import iso_utc
 
-log = logging.getLogger("juhe_sync.ingest")
+log = logging.getLogger("juhe_sync.storage")
 
 #: Message ids are ``sendtime << ID_SHIFT | n``: time-ordered, so a time range is an id range.
 ID_SHIFT = 20
@@ -337,7 +337,14 @@ class Writer:
                 raise
             log.exception("callback %s of %s not applied; journalled as failed", journal_id, event.guid)
             raise _ApplyFailed(self, event, raw, received_at, exc) from exc
-        return IngestOutcome("stored", journal_id, applied.messages_added, prepared.effects.pulls)
+        skipped = prepared.effects.skipped
+        if skipped:
+            # Items of a batch that are not messages (not objects, or missing what every message
+            # has): the rest of the batch is stored; the journal keeps them for a later replay.
+            log.warning(
+                "callback %s of %s: %d item(s) skipped, not messages", journal_id, event.guid, skipped
+            )
+        return IngestOutcome("stored", journal_id, applied.messages_added, prepared.effects.pulls, skipped)
 
     def apply_pulled_messages(self, conn: Conn, guid: str, items: list[Any], received_at: int) -> Applied:
         """Store messages fetched by pull sync; they dedupe against callbacks like any message."""

@@ -169,7 +169,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         if settings.pull_enabled and isinstance(active, SQLStore):
             app.state.sync = SyncManager(
                 Syncer.from_settings(active, settings),
-                interval_seconds=settings.sync_interval * 60,
+                interval_seconds=settings.sync_period,
                 debounce=settings.sync_debounce,
                 eligible=lambda: settings.configured_devices | set(active.verified_guids()),
             )

@@ -48,7 +48,9 @@ class ContactsResponse(BaseModel):
 
 
 class Message(BaseModel):
-    id: str = Field(description="The platform's message id (appinfo, or seq, when it has none).")
+    id: str = Field(
+        description="The platform's message id (`id`); else its appinfo, else its seq, else juhe-sync's own id."
+    )
     conversation_id: str = Field(description="`S:<user_id>` for a private chat, `R:<room_id>` for a room.")
     from_: str = Field(alias="from", description="The sender's user id.")
     content: str = Field(description="Text for text messages; the raw payload (JSON) for other types.")
@@ -171,7 +173,9 @@ class SyncStatus(BaseModel):
     account: Account | None
     last_callback_time: str | None
     last_error: str | None
-    sync: dict[str, SyncKind] = Field(description="Pull sync per kind: contacts, rooms, profile.")
+    sync: dict[str, SyncKind] = Field(
+        description="Pull sync per kind that has run: `contacts`, `rooms`, `profile`, and `messages` with gap recovery."
+    )
     websocket: WebSocketState | None = Field(
         None, description="WebSocket mode only: this process's connection for the device (null if none)."
     )
