@@ -15,7 +15,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from juhe_sync.ingest.envelope import parse_body
-from juhe_sync.storage.base import IngestOutcome, Store
+from juhe_sync.records import IngestOutcome
+from juhe_sync.storage.sqlstore import SQLStore
 
 START = 1_656_633_600  # 2022-07-01T00:00:00Z
 SPAN = 2 * 365 * 86400
@@ -149,7 +150,7 @@ def messages(seed: int, total: int, n_devices: int = 4, contacts: int = 4000, ro
 
 
 def load(
-    store: Store, seed: int, total: int, batch: int = 500, progress: Callable[[int], None] | None = None, **kw: int
+    store: SQLStore, seed: int, total: int, batch: int = 500, progress: Callable[[int], None] | None = None, **kw: int
 ) -> int:
     """Ingest ``total`` generated messages as 11013 batch events; returns messages stored."""
     pending: dict[str, list[dict]] = {}

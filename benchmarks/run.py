@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
 from benchmarks import datagen  # noqa: E402
+from juhe_sync.service.stores import open_store  # noqa: E402
 from juhe_sync.storage import reads  # noqa: E402
-from juhe_sync.storage.factory import open_store  # noqa: E402
 from juhe_sync.storage.sqlstore import SQLStore  # noqa: E402
 
 console = Console()
@@ -206,7 +206,7 @@ def search_plan(store: SQLStore, device_id: int, keyword: str) -> dict[str, Any]
     """PostgreSQL: whether the planner serves the search from the GIN index (never a sequential scan)."""
     if not hasattr(store, "search_plans"):
         return {}
-    from juhe_sync.storage.base import MessageQuery
+    from juhe_sync.records import MessageQuery
 
     plans = store.search_plans(MessageQuery(device_id, keyword=keyword))
     return {

@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from juhe_sync.storage.base import Store
-from juhe_sync.storage.factory import open_store
+from juhe_sync.service.stores import open_store
+from juhe_sync.storage.sqlstore import SQLStore
 
 DATA = Path(__file__).parent / "data"
 FIXTURES = DATA / "protocol"
@@ -79,7 +79,7 @@ def module_database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest
 
 
 @pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
+def store(database_url: str) -> Iterator[SQLStore]:
     s = open_store(database_url)
     s.migrate()
     try:

@@ -6,16 +6,17 @@ import json
 from typing import Any
 
 from juhe_sync.ingest.envelope import parse_body
-from juhe_sync.storage.base import IngestOutcome, MessageQuery, Store
+from juhe_sync.records import IngestOutcome, MessageQuery
+from juhe_sync.storage.sqlstore import SQLStore
 from tests.conftest import GUID, callback_fixtures, fixture_text
 
 
-def feed(store: Store, body: str | dict[str, Any], received_at: int = 1_718_100_000) -> IngestOutcome:
+def feed(store: SQLStore, body: str | dict[str, Any], received_at: int = 1_718_100_000) -> IngestOutcome:
     text = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False)
     return store.ingest(parse_body(text), text, received_at)
 
 
-def feed_fixtures(store: Store, names: list[str] | None = None) -> list[IngestOutcome]:
+def feed_fixtures(store: SQLStore, names: list[str] | None = None) -> list[IngestOutcome]:
     return [feed(store, fixture_text(name)) for name in (names or callback_fixtures())]
 
 
@@ -30,7 +31,7 @@ def all_pages(fetch: Any, limit: int = 100) -> list[dict[str, Any]]:
             return out
 
 
-def snapshot(store: Store, guid: str = GUID) -> dict[str, Any]:
+def snapshot(store: SQLStore, guid: str = GUID) -> dict[str, Any]:
     """Everything a client can read about a device, minus arrival-dependent fields."""
     device = store.device(guid)
     assert device is not None

@@ -14,13 +14,14 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
-from juhe_sync.access import TokenAdmin
 from juhe_sync.config import Settings, settings_table
 from juhe_sync.errors import ApiError
 from juhe_sync.ingest.envelope import parse_body
+from juhe_sync.records import IngestOutcome
 from juhe_sync.redact import mask, safe_url
-from juhe_sync.storage.base import IngestOutcome, Store
-from juhe_sync.storage.factory import open_store
+from juhe_sync.service.access import TokenAdmin
+from juhe_sync.service.stores import open_store
+from juhe_sync.storage.sqlstore import SQLStore
 from juhe_sync.timeutil import now_seconds
 
 app = typer.Typer(help="juhe-sync: your own durable copy of every juhebot device.", no_args_is_help=True)
@@ -35,7 +36,7 @@ def _settings(database_url: str | None = None) -> Settings:
     return Settings(database_url=database_url) if database_url else Settings()
 
 
-def _open(settings: Settings) -> Store:
+def _open(settings: Settings) -> SQLStore:
     try:
         store = open_store(settings.database_url, write_batch=settings.write_batch)
         store.migrate()
@@ -245,12 +246,10 @@ def copy(
     """Copy a whole store, journal included, e.g. from SQLite to PostgreSQL. Resumable: run it again
     after an interruption, or after the source received more data."""
     from juhe_sync.storage.copy import copy_store, count_rows
-    from juhe_sync.storage.sqlstore import SQLStore
 
     src = _open(_settings(source))
     dst = _open(_settings(destination))
     try:
-        assert isinstance(src, SQLStore) and isinstance(dst, SQLStore)
         with _progress() as progress:
             task = progress.add_task("copy", total=count_rows(src, dst))
             inserted = copy_store(src, dst, progress=lambda n: progress.advance(task, n))
@@ -271,7 +270,6 @@ def sync(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Pull contacts, rooms with members, and the account of one device from the SaaS."""
-    from juhe_sync.storage.sqlstore import SQLStore
     from juhe_sync.sync.jobs import Syncer
 
     cfg = _settings(database_url)
@@ -279,7 +277,6 @@ def sync(
         console.print("[red]no SaaS credentials: set JUHE_SYNC_APP_KEY and JUHE_SYNC_APP_SECRET[/red]")
         raise typer.Exit(2)
     store = _open(cfg)
-    assert isinstance(store, SQLStore)
     syncer = Syncer.from_settings(store, cfg)
     try:
         with _progress() as bar:

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from juhe_sync.storage.base import MessageQuery
-from juhe_sync.storage.factory import open_store
+from juhe_sync.records import MessageQuery
+from juhe_sync.service.stores import open_store
 from tests.conftest import GUID, callback_fixtures, fixture_json
 from tests.helpers import snapshot
 

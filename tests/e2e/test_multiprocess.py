@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from juhe_sync.storage.factory import open_store
+from juhe_sync.service.stores import open_store
 from tests.conftest import ACCOUNT, GUID, PG_URL, Server, callback_fixtures, fixture_text
 
 GUIDS = [GUID, "mp-device-2", "mp-device-3"]

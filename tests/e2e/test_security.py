@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from juhe_sync.storage.factory import open_store
+from juhe_sync.service.stores import open_store
 from tests.conftest import BACKENDS, GUID, PG_URL, Server, fixture_json, free_port, fresh_database
 
 OPERATOR = "operator-token-0123456789"

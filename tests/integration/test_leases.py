@@ -6,14 +6,14 @@ import time
 
 import pytest
 
-from juhe_sync.storage.base import Store
-from juhe_sync.storage.factory import open_store
+from juhe_sync.service.stores import open_store
 from juhe_sync.storage.leases import LeaseBusy, device_lease, lease
+from juhe_sync.storage.sqlstore import SQLStore
 from tests.conftest import GUID
 from tests.helpers import feed_fixtures
 
 
-def test_one_holder_at_a_time(store: Store, database_url: str) -> None:
+def test_one_holder_at_a_time(store: SQLStore, database_url: str) -> None:
     other = open_store(database_url)  # another process's view of the same database
     try:
         assert store.acquire_lease("device:1", "a", 30)
@@ -26,14 +26,14 @@ def test_one_holder_at_a_time(store: Store, database_url: str) -> None:
         other.close()
 
 
-def test_a_dead_holder_frees_the_lease_after_its_ttl(store: Store) -> None:
+def test_a_dead_holder_frees_the_lease_after_its_ttl(store: SQLStore) -> None:
     assert store.acquire_lease("device:2", "dead-process", 0.3)  # never renewed, never released
     assert not store.acquire_lease("device:2", "b", 30)
     time.sleep(0.4)
     assert store.acquire_lease("device:2", "b", 30)
 
 
-def test_context_manager_renews_and_releases(store: Store) -> None:
+def test_context_manager_renews_and_releases(store: SQLStore) -> None:
     with lease(store, "job", ttl=0.3):
         time.sleep(0.5)  # longer than the TTL: the renewer kept it
         assert not store.acquire_lease("job", "someone-else", 30)
@@ -42,7 +42,7 @@ def test_context_manager_renews_and_releases(store: Store) -> None:
     assert store.acquire_lease("job", "someone-else", 30)
 
 
-def test_replay_refuses_while_another_process_works_on_the_device(store: Store) -> None:
+def test_replay_refuses_while_another_process_works_on_the_device(store: SQLStore) -> None:
     feed_fixtures(store)
     device = store.device(GUID)
     assert device is not None

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from juhe_sync.service import QueryService
-from juhe_sync.storage.base import Store
+from juhe_sync.service.queries import QueryService
+from juhe_sync.storage.sqlstore import SQLStore
 from juhe_sync.sync.jobs import Syncer
 from tests.conftest import SIM_GUID, Simulator
 
@@ -24,7 +24,7 @@ def walk(fetch: Any, key: str) -> list[dict[str, Any]]:
             return items
 
 
-def stored(store: Store, guid: str = SIM_GUID) -> dict[str, Any]:
+def stored(store: SQLStore, guid: str = SIM_GUID) -> dict[str, Any]:
     """What the query API returns for the device, in the simulator's truth format."""
     q = QueryService(store)
     contacts = walk(lambda c: q.contacts(guid, 1, 100, None, c), "contacts")
@@ -43,7 +43,7 @@ def stored(store: Store, guid: str = SIM_GUID) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("room_page", [100, 7])
-def test_full_sync_stores_exactly_the_device(store: Store, simulator: Simulator, room_page: int, monkeypatch) -> None:
+def test_full_sync_stores_exactly_the_device(store: SQLStore, simulator: Simulator, room_page: int, monkeypatch) -> None:
     import juhe_sync.sync.jobs as jobs
 
     monkeypatch.setattr(jobs, "ROOM_PAGE", room_page)  # 7: the room list comes in three pages
@@ -68,7 +68,7 @@ def test_full_sync_stores_exactly_the_device(store: Store, simulator: Simulator,
     assert simulator.state.calls["/room/get_room_list"] == -(-owned // room_page)
 
 
-def test_incremental_sync_brings_upstream_changes(store: Store, simulator: Simulator) -> None:
+def test_incremental_sync_brings_upstream_changes(store: SQLStore, simulator: Simulator) -> None:
     syncer = Syncer(store, simulator.client())  # type: ignore[arg-type]
     syncer.sync(SIM_GUID, full=True)
     calls_before = sum(simulator.state.calls.values())
@@ -88,7 +88,7 @@ def test_incremental_sync_brings_upstream_changes(store: Store, simulator: Simul
     assert rows == len(deleted)
 
 
-def test_room_refresh_uses_stored_versions(store: Store, simulator: Simulator) -> None:
+def test_room_refresh_uses_stored_versions(store: SQLStore, simulator: Simulator) -> None:
     syncer = Syncer(store, simulator.client())  # type: ignore[arg-type]
     syncer.sync(SIM_GUID, full=True)
     device = simulator.state.devices[SIM_GUID]
@@ -113,7 +113,7 @@ FAULTS = [
 
 
 @pytest.mark.parametrize("fault", FAULTS, ids=[f["kind"] for f in FAULTS])
-def test_transient_faults_are_retried_and_change_nothing(store: Store, simulator: Simulator, fault: dict) -> None:
+def test_transient_faults_are_retried_and_change_nothing(store: SQLStore, simulator: Simulator, fault: dict) -> None:
     syncer = Syncer(store, simulator.client())  # type: ignore[arg-type]
     simulator.post("/_sim/faults", {**fault, "path": "/contact/sync_contact"})
     simulator.post("/_sim/faults", {**fault, "path": "/room/batch_get_room_detail"})
@@ -123,7 +123,7 @@ def test_transient_faults_are_retried_and_change_nothing(store: Store, simulator
 
 
 @pytest.mark.parametrize("kind", ["error", "err_code"])
-def test_a_refusal_fails_the_run_which_then_resumes_from_its_checkpoint(store: Store, simulator: Simulator, kind: str) -> None:
+def test_a_refusal_fails_the_run_which_then_resumes_from_its_checkpoint(store: SQLStore, simulator: Simulator, kind: str) -> None:
     syncer = Syncer(store, simulator.client())  # type: ignore[arg-type]
     # Let three contact pages through, then refuse (never retried: the platform said no).
     first = syncer.client.call(SIM_GUID, "/contact/sync_contact", {"seq": "", "limit": 100})
@@ -159,7 +159,7 @@ def test_a_refusal_fails_the_run_which_then_resumes_from_its_checkpoint(store: S
     assert QueryService(store).sync_status(SIM_GUID)["status"] == "idle"
 
 
-def test_a_run_killed_midway_resumes_without_duplicates(store: Store, simulator: Simulator, monkeypatch) -> None:
+def test_a_run_killed_midway_resumes_without_duplicates(store: SQLStore, simulator: Simulator, monkeypatch) -> None:
     """A process that dies mid-run leaves ``running`` and its last committed page; the next run
     (here: after the lease is released, as it is once the dead holder's TTL passes) resumes it."""
     import juhe_sync.sync.jobs as jobs
@@ -193,7 +193,7 @@ def test_a_run_killed_midway_resumes_without_duplicates(store: Store, simulator:
     assert stored(store) == simulator.truth(SIM_GUID)
 
 
-def test_rooms_seen_only_in_messages_are_fetched(store: Store, simulator: Simulator) -> None:
+def test_rooms_seen_only_in_messages_are_fetched(store: SQLStore, simulator: Simulator) -> None:
     from tests.helpers import feed
 
     device = simulator.state.devices[SIM_GUID]
@@ -207,7 +207,7 @@ def test_rooms_seen_only_in_messages_are_fetched(store: Store, simulator: Simula
     assert sorted(m["id"] for m in members["members"]) == sorted(foreign.members)
 
 
-def test_gap_recovery_pulls_missed_messages_once(store: Store, simulator: Simulator) -> None:
+def test_gap_recovery_pulls_missed_messages_once(store: SQLStore, simulator: Simulator) -> None:
     from tests.helpers import feed
 
     device = simulator.state.devices[SIM_GUID]
@@ -232,7 +232,7 @@ def test_gap_recovery_pulls_missed_messages_once(store: Store, simulator: Simula
     assert status["sync"]["messages"]["status"] == "idle"
 
 
-def test_shutdown_stops_a_run_between_pages_and_it_resumes(store: Store, simulator: Simulator) -> None:
+def test_shutdown_stops_a_run_between_pages_and_it_resumes(store: SQLStore, simulator: Simulator) -> None:
     from juhe_sync.sync.jobs import SyncStopped
 
     syncer = Syncer(store, simulator.client())  # type: ignore[arg-type]

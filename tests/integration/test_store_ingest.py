@@ -1,4 +1,4 @@
-"""The Store contract, on every backend: fixtures, idempotency, order independence, replay."""
+"""The SQLStore contract, on every backend: fixtures, idempotency, order independence, replay."""
 
 from __future__ import annotations
 
@@ -7,19 +7,20 @@ import random
 
 import pytest
 
-from juhe_sync.storage.base import MessageQuery, Store
+from juhe_sync.records import MessageQuery
+from juhe_sync.storage.sqlstore import SQLStore
 from tests.conftest import ACCOUNT, GUID, callback_fixtures, fixture_json, fixture_text
 from tests.helpers import feed, feed_fixtures, snapshot
 from tests.unit.test_normalize import EXPECTED
 
 
-def messages_by_id(store: Store) -> dict[str, dict]:
+def messages_by_id(store: SQLStore) -> dict[str, dict]:
     device = store.device(GUID)
     assert device is not None
     return {m["id"]: m for m in store.messages(MessageQuery(device.id, limit=100)).items}
 
 
-def test_every_fixture_is_stored_as_documented(store: Store) -> None:
+def test_every_fixture_is_stored_as_documented(store: SQLStore) -> None:
     outcomes = feed_fixtures(store, ["callback_11003_user_login.json", *callback_fixtures()])
     assert [o.status for o in outcomes].count("failed") == 0
     stored = messages_by_id(store)
@@ -56,7 +57,7 @@ def test_every_fixture_is_stored_as_documented(store: Store) -> None:
     assert store.journal_size(GUID) == len(callback_fixtures())
 
 
-def test_redelivery_changes_nothing(store: Store) -> None:
+def test_redelivery_changes_nothing(store: SQLStore) -> None:
     feed_fixtures(store)
     before = snapshot(store)
     again = feed_fixtures(store)
@@ -69,7 +70,7 @@ def test_redelivery_changes_nothing(store: Store) -> None:
 
 @pytest.mark.parametrize("seed", range(4))
 def test_any_order_any_number_of_times_same_state(database_url: str, seed: int, tmp_path) -> None:
-    from juhe_sync.storage.factory import open_store
+    from juhe_sync.service.stores import open_store
 
     names = callback_fixtures()
     reference = open_store(database_url)
@@ -106,13 +107,13 @@ def _truncate(url: str) -> None:
         )
 
 
-def test_revoke_before_the_message_still_revokes(store: Store) -> None:
+def test_revoke_before_the_message_still_revokes(store: SQLStore) -> None:
     feed(store, fixture_text("callback_11010_revoke.json"))
     feed(store, fixture_text("callback_11010_text_private_outbound.json"))
     assert messages_by_id(store)["1067201"]["revoked"] is True
 
 
-def test_events_normalised_for_an_outdated_device_are_normalised_again(store: Store) -> None:
+def test_events_normalised_for_an_outdated_device_are_normalised_again(store: SQLStore) -> None:
     """Events are normalised before the write transaction, from the device as last seen; if the
     transaction finds another account, the writer normalises again (direction depends on it)."""
     feed(store, fixture_text("callback_11003_user_login.json"))
@@ -125,7 +126,7 @@ def test_events_normalised_for_an_outdated_device_are_normalised_again(store: St
     assert store.writer.device_hints[GUID] == (ACCOUNT, kind)  # type: ignore[attr-defined]
 
 
-def test_same_appinfo_on_two_devices_is_two_rows(store: Store) -> None:
+def test_same_appinfo_on_two_devices_is_two_rows(store: SQLStore) -> None:
     body = fixture_json("callback_11010_text_private_inbound.json")
     feed(store, body)
     body["guid"] = "another-device"
@@ -134,20 +135,18 @@ def test_same_appinfo_on_two_devices_is_two_rows(store: Store) -> None:
     assert other is not None and other.messages_count == 1
 
 
-def test_unknown_and_bad_batch_items(store: Store) -> None:
+def test_unknown_and_bad_batch_items(store: SQLStore) -> None:
     assert feed(store, {"guid": GUID, "notify_type": 424242, "data": {"x": 1}}).status == "stored"
     item = fixture_json("callback_11010_text_private_inbound.json")["data"]
     out = feed(store, {"guid": GUID, "notify_type": 11013, "data": [1, "x", item, None]})
     assert out.status == "stored" and out.messages_added == 1 and out.skipped == 3
 
 
-def test_a_callback_that_fails_to_apply_is_journalled_and_replayed(store: Store, monkeypatch) -> None:
-    import juhe_sync.storage.writes as writes
-
+def test_a_callback_that_fails_to_apply_is_journalled_and_replayed(store: SQLStore, monkeypatch) -> None:
     def broken(*args, **kwargs):
         raise RuntimeError("parser bug")
 
-    monkeypatch.setattr(writes, "normalize_event", broken)
+    monkeypatch.setattr(store.writer.rules, "normalize", broken)
     out = feed(store, fixture_text("callback_11010_text_private_inbound.json"))
     assert out.status == "failed"
     device = store.device(GUID)
@@ -160,7 +159,7 @@ def test_a_callback_that_fails_to_apply_is_journalled_and_replayed(store: Store,
     assert (again.events, again.messages_added, again.messages_changed) == (1, 0, 0)
 
 
-def test_replay_applies_a_parser_change(store: Store, monkeypatch) -> None:
+def test_replay_applies_a_parser_change(store: SQLStore, monkeypatch) -> None:
     feed_fixtures(store)
     before = snapshot(store)
     import juhe_sync.ingest.msgtypes as msgtypes
@@ -176,7 +175,7 @@ def test_replay_applies_a_parser_change(store: Store, monkeypatch) -> None:
     assert snapshot(store) == before
 
 
-def test_counters_match_the_tables(store: Store) -> None:
+def test_counters_match_the_tables(store: SQLStore) -> None:
     feed_fixtures(store)
     device = store.device(GUID)
     assert device is not None
@@ -184,7 +183,7 @@ def test_counters_match_the_tables(store: Store) -> None:
     assert device.contacts_count == store.contacts(device.id, None, 0, 1).total
 
 
-def test_personal_wechat_device(store: Store) -> None:
+def test_personal_wechat_device(store: SQLStore) -> None:
     msg = {"from_username": "wxid_abc", "msg_type": 1, "content": "在吗", "new_msg_id": 991, "create_time": 1718000000}
     assert feed(store, {"guid": "wx", "notify_type": 1010, "data": msg}).messages_added == 1
     assert feed(store, {"guid": "wx", "notify_type": 1003, "data": {}}).status == "stored"
@@ -194,7 +193,7 @@ def test_personal_wechat_device(store: Store) -> None:
     assert (m["conversation_id"], m["type"], m["id"]) == ("S:wxid_abc", "text", "991")
 
 
-def test_a_failed_apply_leaves_no_search_entries(store: Store, monkeypatch) -> None:
+def test_a_failed_apply_leaves_no_search_entries(store: SQLStore, monkeypatch) -> None:
     """Rows of a failed apply are rolled back, and so is anything held back for the search index."""
     import juhe_sync.storage.writes as writes
 
@@ -230,7 +229,7 @@ def _event(name: str):
     return parse_body(text), text, 1_718_100_000
 
 
-def test_one_transaction_sees_its_own_device_changes_and_counts_exactly(store: Store, monkeypatch) -> None:
+def test_one_transaction_sees_its_own_device_changes_and_counts_exactly(store: SQLStore, monkeypatch) -> None:
     """Jobs of one group commit share the device row and counters the writer keeps for the
     transaction: a login followed by messages in the same batch must see the new account, and
     the counters must be exact when a job in between fails after writing rows."""

@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from juhe_sync.storage.base import MessageQuery, Store
+from juhe_sync.records import MessageQuery
+from juhe_sync.storage.sqlstore import SQLStore
 from tests.conftest import ACCOUNT, GUID
 from tests.helpers import feed
 
@@ -23,7 +24,7 @@ def _text(rng: random.Random) -> str:
 
 
 @pytest.fixture
-def corpus(store: Store) -> list[dict]:
+def corpus(store: SQLStore) -> list[dict]:
     rng = random.Random(7)
     feed(store, {"guid": GUID, "notify_type": 11003, "data": {"user_id": ACCOUNT}})
     items = []
@@ -69,7 +70,7 @@ def _oracle(items: list[dict], keyword: str, conv: str | None = None, start=None
     return sorted(it["id"] for it in hits)
 
 
-def _search(store: Store, keyword: str, **kw) -> tuple[list[str], int]:
+def _search(store: SQLStore, keyword: str, **kw) -> tuple[list[str], int]:
     device = store.device(GUID)
     assert device is not None
     page = store.messages(MessageQuery(device.id, keyword=keyword, limit=100, offset=0, **kw))
@@ -81,7 +82,7 @@ def _search(store: Store, keyword: str, **kw) -> tuple[list[str], int]:
     return sorted(ids), page.total
 
 
-def test_search_equals_substring_scan(store: Store, corpus: list[dict]) -> None:
+def test_search_equals_substring_scan(store: SQLStore, corpus: list[dict]) -> None:
     rng = random.Random(11)
     keywords = {"的", "报价", "报价单", "a", "A", "ab", "Z", " ", "%", "_", "\\", "'", '"', "👍", "😀的", "*", "-:", "()"}
     for item in rng.sample(corpus, 60):
@@ -101,7 +102,7 @@ def test_search_equals_substring_scan(store: Store, corpus: list[dict]) -> None:
     assert checked > 80
 
 
-def test_search_within_conversation_and_time(store: Store, corpus: list[dict]) -> None:
+def test_search_within_conversation_and_time(store: SQLStore, corpus: list[dict]) -> None:
     for keyword in ("的", "报价", "a", "ab c"):
         for conv in ("R:" + ROOMS[0], "S:" + PEERS[1]):
             assert _search(store, keyword, conversation=conv)[0] == _oracle(corpus, keyword, conv)
@@ -109,7 +110,7 @@ def test_search_within_conversation_and_time(store: Store, corpus: list[dict]) -
         assert _search(store, keyword, start=start, end=end)[0] == _oracle(corpus, keyword, None, start, end)
 
 
-def test_pages_are_newest_first_and_complete(store: Store, corpus: list[dict]) -> None:
+def test_pages_are_newest_first_and_complete(store: SQLStore, corpus: list[dict]) -> None:
     device = store.device(GUID)
     assert device is not None
     seen = []
@@ -124,7 +125,7 @@ def test_pages_are_newest_first_and_complete(store: Store, corpus: list[dict]) -
     assert [m["timestamp"] for m in asc] == sorted(stamps)[:5]
 
 
-def test_conversation_and_time_filters(store: Store, corpus: list[dict]) -> None:
+def test_conversation_and_time_filters(store: SQLStore, corpus: list[dict]) -> None:
     device = store.device(GUID)
     assert device is not None
     conv = "R:" + ROOMS[1]
@@ -138,7 +139,7 @@ def test_conversation_and_time_filters(store: Store, corpus: list[dict]) -> None
     assert store.messages(MessageQuery(device.id, conversation="S:nobody")).total == 0
 
 
-def test_contacts_keyword(store: Store) -> None:
+def test_contacts_keyword(store: SQLStore) -> None:
     for i, name in enumerate(["张伟", "Zhang Wei", "王芳", "50%_off"]):
         feed(store, {"guid": GUID, "notify_type": 11010, "data": {
             "appinfo": f"c{i}", "sender": f"78813000000000{i}", "receiver": ACCOUNT, "roomid": "0",
@@ -168,8 +169,8 @@ def test_contacts_keyword(store: Store) -> None:
         {"start_time": "2024-06-10T06:23:20Z", "end_time": "2024-06-10T06:53:20Z"},
     ],
 )
-def test_cursor_walks_every_row_once_in_order(store: Store, corpus: list[dict], filters: dict) -> None:
-    from juhe_sync.service import QueryService
+def test_cursor_walks_every_row_once_in_order(store: SQLStore, corpus: list[dict], filters: dict) -> None:
+    from juhe_sync.service.queries import QueryService
 
     service = QueryService(store)
     args = {"conversation_id": None, "keyword": None, "start_time": None, "end_time": None, "order": "desc"}
@@ -192,8 +193,8 @@ def test_cursor_walks_every_row_once_in_order(store: Store, corpus: list[dict], 
     assert pages == len(expected) // 7 + 1
 
 
-def test_contacts_and_rooms_cursors(store: Store, corpus: list[dict]) -> None:
-    from juhe_sync.service import QueryService
+def test_contacts_and_rooms_cursors(store: SQLStore, corpus: list[dict]) -> None:
+    from juhe_sync.service.queries import QueryService
 
     service = QueryService(store)
     for kind in ("contacts", "rooms"):
@@ -210,9 +211,9 @@ def test_contacts_and_rooms_cursors(store: Store, corpus: list[dict]) -> None:
 
 
 @pytest.mark.parametrize("cursor", ["garbage", "!!!", "W10", "eyJhIjoxfQ"])
-def test_bad_cursors_are_invalid_params(store: Store, corpus: list[dict], cursor: str) -> None:
+def test_bad_cursors_are_invalid_params(store: SQLStore, corpus: list[dict], cursor: str) -> None:
     from juhe_sync.errors import InvalidParams
-    from juhe_sync.service import QueryService, encode_cursor
+    from juhe_sync.service.queries import QueryService, encode_cursor
 
     service = QueryService(store)
     args = {"conversation_id": None, "keyword": None, "start_time": None, "end_time": None, "order": "desc"}

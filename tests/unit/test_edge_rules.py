@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
-from juhe_sync.access import CallbackSecrets, Principal, hash_token, new_token
 from juhe_sync.config import Settings
 from juhe_sync.redact import SecretFilter, mask, safe_url, url_secrets
+from juhe_sync.service.access import CallbackSecrets, Principal, hash_token, new_token
 from juhe_sync.web.edge import HostRule, _cross_site, split_host
 
 

@@ -7,6 +7,7 @@ import json
 import httpx
 import pytest
 
+from juhe_sync.records import Profile
 from juhe_sync.saas import protocol
 from juhe_sync.saas.client import Credentials, RateLimiter, SaasClient
 from juhe_sync.saas.protocol import SaasError, parse_response
@@ -94,7 +95,7 @@ def test_room_list_paging(start: int, count: int, next_start: int | None, total:
 
 def test_profile() -> None:
     found = protocol.profile(fixture_json("api_user_get_profile.json")["data"])
-    assert found == protocol.Profile("1688850000012345", "李晓明", "1970325012345678", found.avatar)  # type: ignore[union-attr]
+    assert found == Profile("1688850000012345", "李晓明", "1970325012345678", found.avatar)  # type: ignore[union-attr]
     assert protocol.profile({"persons": {"user_id": "1688850000000001"}}) is not None  # one object, not a list
     assert protocol.profile({}) is None
 

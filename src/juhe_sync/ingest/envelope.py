@@ -5,24 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from juhe_sync.errors import InvalidParams
+from juhe_sync.records import Event
 
 NEW_MSG = 11010
 BATCH_NEW_MSG = 11013
 MAX_NOTIFY_TYPE = 2**31 - 1
 MAX_GUID_LENGTH = 256
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    guid: str
-    notify_type: int
-    data: Any
-    #: sha256 of the canonical JSON of the event: the same event in any wrapper has the same key.
-    key: bytes
 
 
 def _reject_constant(name: str) -> Any:

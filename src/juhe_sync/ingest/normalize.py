@@ -1,4 +1,4 @@
-"""Normalising an :class:`~juhe_sync.ingest.envelope.Event` into storable records (JUHEBOT.md §13.2).
+"""Normalising an :class:`~juhe_sync.records.Event` into storable records (JUHEBOT.md §13.2).
 
 Everything here is a pure function of (event, the device's account id, receipt time), so that
 ``juhe-sync replay`` reproduces exactly what live ingestion did, or what a fixed parser does now.
@@ -9,75 +9,15 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
+from juhe_sync.ids import clean_text, contact_type, int_or_none, norm_id
 from juhe_sync.ingest import msgtypes, wechat
-from juhe_sync.ingest.envelope import BATCH_NEW_MSG, NEW_MSG, Event, canonical_json
-from juhe_sync.ingest.ids import clean_text, contact_type, int_or_none, norm_id
-
-Direction = Literal["inbound", "outbound"]
+from juhe_sync.ingest.envelope import BATCH_NEW_MSG, NEW_MSG, canonical_json
+from juhe_sync.records import ContactSeen, DeviceUpdate, Direction, Effects, Event, MessageRecord
 
 #: Latest second a ``sendtime`` may name (9999-12-31T23:59:59Z); later values are not seconds.
 _MAX_SECONDS = 253_402_300_799
-
-
-@dataclass(slots=True)
-class MessageRecord:
-    dedup_key: str
-    msg_id: str | None
-    seq: str | None
-    appinfo: str | None
-    conversation: str
-    room_id: str | None
-    sender: str
-    receiver: str | None
-    sender_name: str | None
-    direction: Direction
-    msg_type: int | None
-    type: str
-    content: str
-    #: The text keyword search sees: the content of text-like messages, else ``None``.
-    search_text: str | None
-    sendtime: int
-    flag: int
-    send_flag: int
-    content_type: int | None
-    at_list: list[str]
-    quote_content: str | None
-    quote_appinfo: str | None
-
-
-@dataclass(slots=True)
-class ContactSeen:
-    user_id: str
-    name: str | None
-    #: ``sendtime`` of the message the name came from: the newest name wins, whatever the order.
-    seen_at: int
-    type: str
-
-
-@dataclass(slots=True)
-class DeviceUpdate:
-    state: Literal["online", "offline", "logging_in", "error", "verify"]
-    account_id: str | None = None
-    account_name: str | None = None
-    corp_id: str | None = None
-    avatar: str | None = None
-
-
-@dataclass(slots=True)
-class Effects:
-    messages: list[MessageRecord] = field(default_factory=list)
-    revokes: list[str] = field(default_factory=list)
-    contacts: list[ContactSeen] = field(default_factory=list)
-    rooms: list[str] = field(default_factory=list)
-    device: DeviceUpdate | None = None
-    #: Pulls this event asks for ("contacts", "room:<id>", "rooms", "full"); acted on by pull sync.
-    pulls: list[str] = field(default_factory=list)
-    skipped: int = 0
-    #: Set when this event shows the device is a personal-WeChat one.
-    device_kind: str | None = None
 
 
 def normalize_event(event: Event, account: str | None, received_at: int, kind: str = "wecom") -> Effects:

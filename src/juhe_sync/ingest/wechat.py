@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from juhe_sync.ingest.ids import clean_text, int_or_none, norm_id
+from juhe_sync.ids import clean_text, int_or_none, norm_id
 
 #: WeChat's native message types -> juhe-sync type names.
 WECHAT_TYPES: dict[int, str] = {

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
-from juhe_sync.ingest.ids import clean_text, contact_type, int_or_none, norm_id
+from juhe_sync.ids import clean_text, contact_type, int_or_none, norm_id
+from juhe_sync.records import ContactRow, MemberRow, Profile, RoomDetail, RoomRow
 
 #: Message fragments that mean "slow down" whatever the error code (§2: no documented signal).
 _RATE_LIMITED = re.compile(r"rate.?limit|too many requests|频繁", re.IGNORECASE)
@@ -91,20 +91,6 @@ def _raise(message: str, *, status: int, retryable: bool) -> dict[str, Any]:
 # --- contacts --------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class ContactRow:
-    user_id: str
-    name: str | None
-    remark: str | None
-    avatar: str | None
-    type: str
-    corp_id: str | None
-    labels: list[dict[str, Any]] = field(default_factory=list)
-    deleted: bool = False
-    #: Everything else the platform said about the contact, kept as JSON.
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
 #: ``contact_type`` (ContactType, §9) of a contact removed from the account's list: 2049 Del. (8,
 #: DelByUser, means the customer removed the account on their side; the contact stays listed
 #: and the type is kept in ``extra``.)
@@ -159,33 +145,6 @@ def contact_page(data: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None
 
 
 # --- rooms -----------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class RoomRow:
-    room_id: str
-    name: str | None
-    owner: str | None
-    member_count: int | None
-    avatar: str | None
-    version: int | None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class MemberRow:
-    user_id: str
-    nickname: str | None
-    room_nickname: str | None
-    join_time: int | None
-    inviter: str | None
-
-
-@dataclass(slots=True)
-class RoomDetail:
-    room: RoomRow
-    #: ``None`` when the answer carried no member list (keep what is stored).
-    members: list[MemberRow] | None
 
 
 def room_row(item: dict[str, Any], version: Any = None) -> RoomRow | None:
@@ -263,14 +222,6 @@ def next_room_start(start: int, count: int, next_start: int | None, total: int |
 
 
 # --- the account -----------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Profile:
-    account_id: str
-    name: str | None
-    corp_id: str | None
-    avatar: str | None
 
 
 def profile(data: dict[str, Any]) -> Profile | None:

@@ -1,1 +1,1 @@
-"""Durable storage: one :class:`~juhe_sync.storage.base.Store` interface, SQLite and PostgreSQL adapters."""
+"""Durable storage: :class:`~juhe_sync.storage.sqlstore.SQLStore`, with a SQLite and a PostgreSQL backend."""

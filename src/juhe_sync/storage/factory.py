@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from juhe_sync.storage.base import Store
+from juhe_sync.storage.sqlstore import SQLStore
+from juhe_sync.storage.writes import Rules
 
 
-def open_store(url: str, *, write_batch: int = 256) -> Store:
+def open_store(url: str, rules: Rules, *, write_batch: int = 256) -> SQLStore:
+    """The store at ``url``; ``rules`` parse and normalise events (the service layer passes them)."""
     if url.startswith("sqlite:"):
         from juhe_sync.storage.sqlite import SQLiteStore
 
-        return SQLiteStore(url, max_batch=write_batch)
+        return SQLiteStore(url, rules, max_batch=write_batch)
     if url.startswith(("postgresql:", "postgres:")):
         from juhe_sync.storage.postgres import PostgresStore
 
-        return PostgresStore(url)
+        return PostgresStore(url, rules)
     raise ValueError(f"unsupported database URL {url!r}: use sqlite:///… or postgresql://…")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from juhe_sync.errors import ApiError
 
 if TYPE_CHECKING:
-    from juhe_sync.storage.base import Store
+    from juhe_sync.storage.sqlstore import SQLStore
 
 DEFAULT_TTL = 60.0
 
@@ -31,7 +31,7 @@ class LeaseBusy(ApiError):
 
 
 @contextmanager
-def lease(store: Store, name: str, *, ttl: float = DEFAULT_TTL, owner: str | None = None) -> Iterator[str]:
+def lease(store: SQLStore, name: str, *, ttl: float = DEFAULT_TTL, owner: str | None = None) -> Iterator[str]:
     """Hold the lease ``name`` for the duration of the block, renewing it every ttl/3 seconds."""
     owner = owner or f"{PROCESS_ID}:{threading.get_ident()}"
     if not store.acquire_lease(name, owner, ttl):
@@ -57,7 +57,7 @@ def lease(store: Store, name: str, *, ttl: float = DEFAULT_TTL, owner: str | Non
 
 
 def device_lease(
-    store: Store, device_id: int, job: str, *, ttl: float = DEFAULT_TTL
+    store: SQLStore, device_id: int, job: str, *, ttl: float = DEFAULT_TTL
 ) -> AbstractContextManager[str]:
     """The one lease under which any background job (sync, replay, …) of a device runs."""
     return lease(store, f"device:{device_id}", ttl=ttl, owner=f"{PROCESS_ID}:{threading.get_ident()}:{job}")

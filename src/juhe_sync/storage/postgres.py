@@ -27,12 +27,12 @@ from psycopg_pool import ConnectionPool
 
 from juhe_sync.backoff import Backoff
 from juhe_sync.errors import StorageError
+from juhe_sync.records import MessageQuery, Page
 from juhe_sync.storage import reads, search
-from juhe_sync.storage.base import MessageQuery, Page
 from juhe_sync.storage.batches import STOP, Outcome, WriteJob, fail, next_batch, settle
 from juhe_sync.storage.migrations import apply_pending
 from juhe_sync.storage.sqlstore import SQLStore
-from juhe_sync.storage.writes import ID_LOW_MASK, ID_SHIFT, Writer, id_range, run_job
+from juhe_sync.storage.writes import ID_LOW_MASK, ID_SHIFT, Rules, Writer, id_range, run_job
 
 log = logging.getLogger("juhe_sync.storage")
 
@@ -101,11 +101,13 @@ class PostgresStore(SQLStore):
     contains = "{} ILIKE ? ESCAPE '\\'"
     distinct = "IS DISTINCT FROM"
 
-    def __init__(self, url: str, *, writers: int = 4, max_batch: int = 256, pool_size: int = 10):
+    def __init__(
+        self, url: str, rules: Rules, *, writers: int = 4, max_batch: int = 256, pool_size: int = 10
+    ):
         self.url = url
         self.conninfo = url.replace("postgresql+psycopg://", "postgresql://")
         self.max_batch = max_batch
-        self.writer = Writer(PostgresDialect())
+        self.writer = Writer(PostgresDialect(), rules)
         # One queue per writer; a device's jobs always go to the same one (by its lock key), so they
         # gather into that writer's batches instead of queueing for the device's advisory lock
         # behind the other writers. Jobs without a key are spread round-robin.

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from juhe_sync.ingest.ids import contact_type
-from juhe_sync.storage.base import Device, MessageQuery, Page
+from juhe_sync.ids import contact_type
+from juhe_sync.records import Device, MessageQuery, Page
 from juhe_sync.storage.writes import Conn, id_range
 from juhe_sync.timeutil import iso_utc
 

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from juhe_sync.errors import StorageError
+from juhe_sync.records import MessageQuery, Page
 from juhe_sync.storage import reads, search
-from juhe_sync.storage.base import MessageQuery, Page
 from juhe_sync.storage.batches import STOP, Outcome, WriteJob, fail, next_batch, settle
 from juhe_sync.storage.migrations import apply_pending
 from juhe_sync.storage.sqlstore import SQLStore
-from juhe_sync.storage.writes import ID_LOW_MASK, ID_SHIFT, Writer, id_range, run_job
+from juhe_sync.storage.writes import ID_LOW_MASK, ID_SHIFT, Rules, Writer, id_range, run_job
 
 log = logging.getLogger("juhe_sync.storage")
 
@@ -114,14 +114,14 @@ _FTS_DELETE = "INSERT INTO message_fts (message_fts, rowid, meta, uni, bi) VALUE
 
 
 class SQLiteStore(SQLStore):
-    def __init__(self, url: str, *, max_batch: int = 256):
+    def __init__(self, url: str, rules: Rules, *, max_batch: int = 256):
         self.url = url
         self.path = sqlite_path(url)
         parent = Path(self.path).parent
         parent.mkdir(parents=True, exist_ok=True)
         self.max_batch = max_batch
         self.dialect = SQLiteDialect()
-        self.writer = Writer(self.dialect)
+        self.writer = Writer(self.dialect, rules)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []

@@ -1,4 +1,11 @@
-"""What the SQL backends share: the Store API over ``submit(fn)`` (writes) and ``read(fn)`` (reads)."""
+"""The store: durable storage of devices, journal, contacts, rooms and messages, in SQL.
+
+One class holds everything both backends share, written over two primitives that each backend
+provides: ``submit(fn)`` runs ``fn(conn)`` in a write transaction and resolves after a durable
+commit (SQLite: one writer thread with group commit; PostgreSQL: writer threads per device), and
+``read(fn)`` runs ``fn(conn)`` on a read connection. Callers use this class and never learn which
+backend they have.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +17,28 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from juhe_sync.errors import InvalidParams
-from juhe_sync.ingest.envelope import Event
+from juhe_sync.records import (
+    Device,
+    Event,
+    IngestOutcome,
+    MessageQuery,
+    Page,
+    ProgressFn,
+    ReplayStats,
+    TokenRecord,
+)
 from juhe_sync.storage import pulls, reads, tokens
-from juhe_sync.storage.base import Device, IngestOutcome, MessageQuery, Page, ProgressFn, ReplayStats, Store
 from juhe_sync.storage.leases import device_lease
-from juhe_sync.storage.tokens import TokenRecord
 from juhe_sync.storage.writes import Writer, replay_chunk
 
 T = TypeVar("T")
 
 
-class SQLStore(Store):
+class SQLStore(abc.ABC):
+    """``submit_event`` resolves its future only after the transaction holding the event is durably
+    committed. Reads are plain blocking calls, safe from any thread."""
+
+    url: str
     writer: Writer
     #: A column (``{}``) matching a lower-cased LIKE pattern (``?``), case-insensitively for every
     #: alphabet: SQLite's own LIKE folds ASCII only, so SQLite lower-cases with Python's rules.
@@ -49,7 +67,17 @@ class SQLStore(Store):
     def search_messages(self, conn: Any, query: MessageQuery, conversation_id: int | None) -> Page:
         """Messages matching ``query.keyword``, from the backend's search index."""
 
-    def after_copy(self) -> None:
+    @abc.abstractmethod
+    def migrate(self) -> list[str]:
+        """Apply pending migrations; return the names applied."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def ingest(self, event: Event, raw: str, received_at: int) -> IngestOutcome:
+        return self.submit_event(event, raw, received_at).result()
+
+    def after_copy(self) -> None:  # noqa: B027 (a hook: most backends need nothing)
         """Hook for backends that must catch up after rows were inserted with explicit ids."""
 
     def submit_event(self, event: Event, raw: str, received_at: int) -> Future[IngestOutcome]:

@@ -3,21 +3,10 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
+from juhe_sync.records import TokenRecord
 from juhe_sync.timeutil import now_iso
-
-
-@dataclass(frozen=True, slots=True)
-class TokenRecord:
-    name: str
-    #: None: every device; else the GUIDs the token may read.
-    guids: tuple[str, ...] | None
-    admin: bool
-    created_at: str
-    last_used_at: str | None
-
 
 _COLUMNS = "name, guids, admin, created_at, last_used_at"
 

@@ -17,9 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
-from juhe_sync.ingest.envelope import Event
-from juhe_sync.ingest.normalize import Effects, MessageRecord, normalize_event, normalize_pulled_messages
-from juhe_sync.storage.base import IngestOutcome
+from juhe_sync.records import Effects, Event, IngestOutcome, MessageRecord
 from juhe_sync.timeutil import iso_utc
 
 log = logging.getLogger("juhe_sync.storage")
@@ -31,6 +29,21 @@ ID_LOW_MASK = (1 << ID_SHIFT) - 1
 
 class Conn(Protocol):
     def execute(self, sql: str, params: Any = ..., /) -> Any: ...
+
+
+class Rules(Protocol):
+    """What storage needs from the ingest rules. The service layer hands them to the store, so that
+    storage never imports ``ingest`` (it applies what normalising made, and replays the journal)."""
+
+    def parse(self, raw: str) -> Event:
+        """A journalled body as its event (it was valid when it was stored)."""
+        ...
+
+    def normalize(self, event: Event, account: str | None, received_at: int, kind: str) -> Effects: ...
+
+    def normalize_pulled(self, items: list[Any], account: str | None, received_at: int) -> Effects:
+        """Messages fetched by pull sync."""
+        ...
 
 
 class Dialect(Protocol):
@@ -206,8 +219,9 @@ class Applied:
 class Writer:
     """Everything that changes stored state goes through here."""
 
-    def __init__(self, dialect: Dialect):
+    def __init__(self, dialect: Dialect, rules: Rules):
         self.dialect = dialect
+        self.rules = rules
         #: guid -> (account, kind) as the last write transaction saw them: what :meth:`prepare`
         #: outside the transaction should assume.
         self.device_hints: dict[str, tuple[str | None, str]] = {}
@@ -268,7 +282,7 @@ class Writer:
 
     def prepare(self, event: Event, account: str | None, kind: str, received_at: int) -> Prepared:
         """Everything pure about applying ``event``; runs outside the writer (no connection)."""
-        return self.prepare_effects(normalize_event(event, account, received_at, kind), account, kind)
+        return self.prepare_effects(self.rules.normalize(event, account, received_at, kind), account, kind)
 
     def prepare_effects(self, effects: Effects, account: str | None, kind: str) -> Prepared:
         index = self.dialect.text_index
@@ -349,7 +363,9 @@ class Writer:
     def apply_pulled_messages(self, conn: Conn, guid: str, items: list[Any], received_at: int) -> Applied:
         """Store messages fetched by pull sync; they dedupe against callbacks like any message."""
         device_id, account, kind = self.ensure_device(conn, guid, received_at)
-        prepared = self.prepare_effects(normalize_pulled_messages(items, account, received_at), account, kind)
+        prepared = self.prepare_effects(
+            self.rules.normalize_pulled(items, account, received_at), account, kind
+        )
         return self.apply(conn, device_id, prepared, None, replay=False)
 
     def replay_event(
@@ -602,8 +618,6 @@ def replay_chunk(
     writer: Writer, conn: Conn, after_id: int, device_id: int | None, limit: int
 ) -> tuple[int | None, list[tuple[int, Applied | None]]]:
     """Re-normalise up to ``limit`` journalled events after ``after_id``; returns the last id seen."""
-    from juhe_sync.ingest.envelope import parse_body  # local: envelope imports nothing from storage
-
     sql = "SELECT id, device_id, body, received_at FROM journal WHERE id > ?"
     params: list[Any] = [after_id]
     if device_id is not None:
@@ -614,7 +628,7 @@ def replay_chunk(
     for journal_id, dev_id, body, received_at in rows:
         try:
             with savepoint(conn, "replay_event", writer):
-                applied = writer.replay_event(conn, journal_id, dev_id, parse_body(body), received_at)
+                applied = writer.replay_event(conn, journal_id, dev_id, writer.rules.parse(body), received_at)
         except Exception as exc:
             if writer.dialect.is_transient(exc):
                 raise

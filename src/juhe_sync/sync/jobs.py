@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 
 from juhe_sync.config import Settings
 from juhe_sync.errors import InvalidParams
-from juhe_sync.ingest.ids import int_or_none
+from juhe_sync.ids import int_or_none
+from juhe_sync.records import ContactRow, RoomDetail, RoomRow
 from juhe_sync.saas import protocol
 from juhe_sync.saas.client import SaasClient, client_from_settings
 from juhe_sync.saas.protocol import SaasError
@@ -208,7 +209,7 @@ class Syncer:
                 next_seq = last_seq if last_seq is not None else seq
 
                 def page(
-                    conn: Any, rows: list[protocol.ContactRow] = rows, cursor: str = next_seq, n: int = done
+                    conn: Any, rows: list[ContactRow] = rows, cursor: str = next_seq, n: int = done
                 ) -> None:
                     pulls.store_contacts(conn, device_id, rows, generation)
                     pulls.progress(conn, device_id, "contacts", cursor, n)
@@ -245,9 +246,7 @@ class Syncer:
                     following = protocol.next_room_start(start, len(rooms), next_start, total)
                     position = "detail:" if following is None else f"list:{following}"
 
-                    def page(
-                        conn: Any, rooms: list[protocol.RoomRow] = rooms, position: str = position
-                    ) -> None:
+                    def page(conn: Any, rooms: list[RoomRow] = rooms, position: str = position) -> None:
                         pulls.store_rooms(conn, device_id, rooms)
                         pulls.progress(conn, device_id, "rooms", position, 0)
 
@@ -270,7 +269,7 @@ class Syncer:
 
                 def detail(
                     conn: Any,
-                    details: list[protocol.RoomDetail] = details,
+                    details: list[RoomDetail] = details,
                     last: str = chunk[-1],
                     n: int = done,
                 ) -> None:

@@ -15,15 +15,15 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from juhe_sync import __version__
-from juhe_sync.access import Authenticator, CallbackSecrets, TokenAdmin, Unauthorized
 from juhe_sync.config import Settings
 from juhe_sync.errors import ApiError, ClientGone, InvalidParams
-from juhe_sync.ingest.envelope import Event, parse_body
-from juhe_sync.ingest.websocket import DeviceConnection, WebSocketIngest
+from juhe_sync.ingest.envelope import parse_body
+from juhe_sync.records import Event, IngestOutcome
 from juhe_sync.redact import install_log_filter
-from juhe_sync.service import QueryService, require_guid
-from juhe_sync.storage.base import IngestOutcome, Store
-from juhe_sync.storage.factory import open_store
+from juhe_sync.saas.websocket import DeviceConnection, WebSocketIngest
+from juhe_sync.service.access import Authenticator, CallbackSecrets, TokenAdmin, Unauthorized
+from juhe_sync.service.queries import QueryService, require_guid
+from juhe_sync.service.stores import open_store
 from juhe_sync.storage.sqlstore import SQLStore
 from juhe_sync.sync.jobs import Syncer
 from juhe_sync.sync.manager import SyncManager
@@ -107,7 +107,9 @@ def app_from_env() -> FastAPI:
     return create_app(settings)
 
 
-def _websocket_ingest(settings: Settings, store: Store, sync: SyncManager | None) -> WebSocketIngest | None:
+def _websocket_ingest(
+    settings: Settings, store: SQLStore, sync: SyncManager | None
+) -> WebSocketIngest | None:
     if not settings.ws_enabled:
         return None
 
@@ -143,7 +145,7 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": schemas.ErrorBody, "description": text[s]} for s in statuses}
 
 
-def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, store: SQLStore | None = None) -> FastAPI:
     """Build the app. With ``store`` given the caller owns it; otherwise it is opened and migrated
     on startup from ``settings.database_url`` and closed on shutdown."""
     settings = settings or Settings()
@@ -166,7 +168,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         app.state.tokens = TokenAdmin(active)
         app.state.auth = Authenticator(active, settings.api_tokens)
         app.state.sync = None
-        if settings.pull_enabled and isinstance(active, SQLStore):
+        if settings.pull_enabled:
             app.state.sync = SyncManager(
                 Syncer.from_settings(active, settings),
                 interval_seconds=settings.sync_period,
@@ -257,7 +259,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         return Response(_ACK, media_type="application/json")
 
     async def store_callback(
-        store: Store, text: str, token: str | None, *, offload: bool
+        store: SQLStore, text: str, token: str | None, *, offload: bool
     ) -> tuple[Event, IngestOutcome]:
         """Parse, check the device's secret, store; a large body is parsed and normalised in a
         worker thread so that the event loop keeps answering meanwhile."""

@@ -13,8 +13,8 @@ from collections.abc import Iterable
 from starlette.datastructures import QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from juhe_sync.access import OPEN, Authenticator, Forbidden, Principal, Unauthorized
 from juhe_sync.errors import ApiError, InvalidParams
+from juhe_sync.service.access import OPEN, Authenticator, Forbidden, Principal, Unauthorized
 from juhe_sync.web.responses import error_response
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

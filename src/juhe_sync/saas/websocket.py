@@ -23,8 +23,9 @@ import websockets
 from juhe_sync.backoff import Backoff
 from juhe_sync.errors import ApiError
 from juhe_sync.ingest.envelope import parse_body
-from juhe_sync.storage.base import IngestOutcome, Store
+from juhe_sync.records import IngestOutcome
 from juhe_sync.storage.leases import DEFAULT_TTL, PROCESS_ID
+from juhe_sync.storage.sqlstore import SQLStore
 from juhe_sync.timeutil import now_seconds
 
 log = logging.getLogger("juhe_sync.websocket")
@@ -51,7 +52,7 @@ class DeviceConnection:
 
     def __init__(
         self,
-        store: Store,
+        store: SQLStore,
         url: str,
         guid: str,
         app_key: str,

@@ -1,4 +1,4 @@
-"""Query rules of the HTTP API (validation, paging, search) on top of a Store. Knows no HTTP."""
+"""Query rules of the HTTP API (validation, paging, search) on top of a SQLStore. Knows no HTTP."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import re
 from typing import Any
 
 from juhe_sync.errors import InvalidParams, NotFound
-from juhe_sync.ingest.ids import norm_id
-from juhe_sync.storage.base import Device, MessageQuery, Page, Store
+from juhe_sync.ids import norm_id
+from juhe_sync.records import Device, MessageQuery, Page
+from juhe_sync.storage.sqlstore import SQLStore
 from juhe_sync.timeutil import parse_query_time
 
 _CONVERSATION = re.compile(r"^[SR]:\S+$")
@@ -82,7 +83,7 @@ def _key_fits(key: Any) -> bool:
 
 
 class QueryService:
-    def __init__(self, store: Store):
+    def __init__(self, store: SQLStore):
         self.store = store
 
     def _device(self, guid: str | None) -> Device | None:

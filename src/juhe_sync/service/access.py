@@ -18,11 +18,11 @@ import time
 from dataclasses import dataclass
 
 from juhe_sync.errors import ApiError, InvalidParams, NotFound
-from juhe_sync.storage.base import Store
-from juhe_sync.storage.tokens import TokenRecord
+from juhe_sync.records import TokenRecord
+from juhe_sync.storage.sqlstore import SQLStore
 from juhe_sync.timeutil import now_iso
 
-log = logging.getLogger("juhe_sync.access")
+log = logging.getLogger("juhe_sync.service.access")
 
 TOKEN_PREFIX = "jst_"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -96,7 +96,7 @@ class Authenticator:
     """Turns a presented bearer token into a :class:`Principal`. Blocking: call it off the event loop
     when :meth:`cached` has no answer."""
 
-    def __init__(self, store: Store, api_tokens: list[str] | None = None):
+    def __init__(self, store: SQLStore, api_tokens: list[str] | None = None):
         self.store = store
         self.api_tokens = api_tokens or []
         self._lock = threading.Lock()
@@ -168,7 +168,7 @@ class Authenticator:
 class TokenAdmin:
     """Creating, listing and revoking API tokens (the CLI and the admin routes)."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: SQLStore):
         self.store = store
 
     def create(self, name: str, guids: list[str] | None, admin: bool) -> tuple[str, TokenRecord]:
