@@ -16,13 +16,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from juhe_sync.config import Settings, settings_table
 from juhe_sync.errors import ApiError
-from juhe_sync.ingest.envelope import parse_body
 from juhe_sync.records import IngestOutcome
 from juhe_sync.redact import mask, safe_url
 from juhe_sync.service.access import TokenAdmin
+from juhe_sync.service.ingest import Ingestor
 from juhe_sync.service.stores import open_store
 from juhe_sync.storage.sqlstore import SQLStore
-from juhe_sync.timeutil import now_seconds
 
 app = typer.Typer(help="juhe-sync: your own durable copy of every juhebot device.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -169,6 +168,7 @@ def import_(
     stream = sys.stdin.buffer if str(file) == "-" else file.open("rb")
     lines = None if str(file) == "-" else sum(1 for _ in file.open("rb"))
     store = _open(settings)
+    ingestor = Ingestor(store)
     counts: Counter[str] = Counter()
     pending: list[Future[IngestOutcome]] = []
 
@@ -186,13 +186,12 @@ def import_(
                 if not line.strip():
                     continue
                 try:
-                    text = line.decode("utf-8")
-                    event = parse_body(text)
+                    _, future = ingestor.submit(line.decode("utf-8").strip())
                 except (ApiError, UnicodeDecodeError) as exc:
                     counts["rejected"] += 1
-                    console.print(f"line {number}: rejected: {getattr(exc, 'message', exc)}")
+                    console.print(f"line {number}: rejected: {getattr(exc, 'message', exc)}", markup=False)
                     continue
-                pending.append(store.submit_event(event, text.strip(), now_seconds()))
+                pending.append(future)
                 drain(1000)  # keep the writer's queue full: group commit does the rest
             drain(0)
     finally:

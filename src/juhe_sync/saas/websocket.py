@@ -1,8 +1,8 @@
 """WebSocket ingest, for deployments the SaaS cannot reach (JUHEBOT.md §3.3).
 
-juhe-sync connects out to the SaaS, once per device, authenticates, and runs every callback frame
-through the same pipeline as ``POST /callback``: the frame is parsed, journalled and applied, and
-only after the durable commit is it acknowledged (``success: false`` when it was rejected or could
+juhe-sync connects out to the SaaS, once per device, authenticates, and hands every callback frame
+to the same pipeline as ``POST /callback`` (the service layer's, given as ``handle``): the frame
+is parsed, journalled and applied, and only after the durable commit is it acknowledged (``success: false`` when it was rejected or could
 not be stored, so the platform may deliver it again). WebSocket pings are answered by the library;
 an application-level ``{"type": "ping"}`` gets a ``pong``. The connection is re-established forever,
 with exponential backoff and full jitter. In a deployment of several processes each device's
@@ -15,18 +15,15 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import websockets
 
 from juhe_sync.backoff import Backoff
 from juhe_sync.errors import ApiError
-from juhe_sync.ingest.envelope import parse_body
-from juhe_sync.records import IngestOutcome
 from juhe_sync.storage.leases import DEFAULT_TTL, PROCESS_ID
 from juhe_sync.storage.sqlstore import SQLStore
-from juhe_sync.timeutil import now_seconds
 
 log = logging.getLogger("juhe_sync.websocket")
 
@@ -44,7 +41,8 @@ class ConnectionStats:
     connected: bool = False
 
 
-OnStored = Callable[[str, IngestOutcome], None]
+#: Stores one callback frame's text durably; raises :class:`ApiError` when it is rejected.
+Handler = Callable[[str], Awaitable[object]]
 
 
 class DeviceConnection:
@@ -59,7 +57,7 @@ class DeviceConnection:
         app_secret: str,
         *,
         max_frame: int,
-        on_stored: OnStored | None = None,
+        handle: Handler,
         backoff: Backoff | None = None,
         lease_ttl: float = DEFAULT_TTL,
     ):
@@ -69,7 +67,7 @@ class DeviceConnection:
         self.app_key = app_key
         self.app_secret = app_secret
         self.max_frame = max_frame
-        self.on_stored = on_stored
+        self.handle = handle
         self.backoff = backoff or Backoff()
         self.lease_ttl = lease_ttl
         self.stats = ConnectionStats()
@@ -166,10 +164,7 @@ class DeviceConnection:
     async def _ingest(self, text: str) -> bool:
         """The ``POST /callback`` pipeline; True once durably stored (or already stored)."""
         try:
-            event = parse_body(text)
-            if event.guid != self.guid:
-                log.info("websocket of %s delivered an event of %s", self.guid, event.guid)
-            outcome = await asyncio.wrap_future(self.store.submit_event(event, text, now_seconds()))
+            await self.handle(text)
         except ApiError as exc:
             self.stats.rejected += 1
             log.warning("websocket of %s: rejected a callback: %s", self.guid, exc.message)
@@ -178,8 +173,6 @@ class DeviceConnection:
             self.stats.rejected += 1
             log.exception("websocket of %s: could not store a callback", self.guid)
             return False
-        if self.on_stored is not None:
-            self.on_stored(event.guid, outcome)
         return True
 
 

@@ -18,16 +18,14 @@ from juhe_sync import __version__
 from juhe_sync.config import Settings
 from juhe_sync.errors import ApiError, ClientGone, InvalidParams
 from juhe_sync.ingest.envelope import parse_body
-from juhe_sync.records import Event, IngestOutcome
 from juhe_sync.redact import install_log_filter
-from juhe_sync.saas.websocket import DeviceConnection, WebSocketIngest
 from juhe_sync.service.access import Authenticator, CallbackSecrets, TokenAdmin, Unauthorized
+from juhe_sync.service.ingest import Ingestor, websocket_ingest
 from juhe_sync.service.queries import QueryService, require_guid
 from juhe_sync.service.stores import open_store
 from juhe_sync.storage.sqlstore import SQLStore
 from juhe_sync.sync.jobs import Syncer
 from juhe_sync.sync.manager import SyncManager
-from juhe_sync.timeutil import now_seconds
 from juhe_sync.web import errors, schemas
 from juhe_sync.web.edge import EdgeGuard, HostRule, principal_of
 from juhe_sync.web.responses import json_response, ok
@@ -107,31 +105,6 @@ def app_from_env() -> FastAPI:
     return create_app(settings)
 
 
-def _websocket_ingest(
-    settings: Settings, store: SQLStore, sync: SyncManager | None
-) -> WebSocketIngest | None:
-    if not settings.ws_enabled:
-        return None
-
-    def on_stored(guid: str, outcome: IngestOutcome) -> None:
-        # A WebSocket connection is opened for configured devices with their SaaS credentials:
-        # what it delivers is authentic, so it may start pulls.
-        if outcome.pulls and sync is not None and guid in settings.configured_devices:
-            sync.request(guid, outcome.pulls)
-
-    connections = []
-    for guid in settings.ws_device_list:
-        pair = settings.credentials_for(guid)
-        if pair is None:
-            log.warning("WebSocket mode: no credentials for %s; not connecting", guid)
-            continue
-        connections.append(DeviceConnection(store, settings.ws_url, guid, *pair, max_frame=settings.max_body_bytes,
-                                            on_stored=on_stored, lease_ttl=settings.lease_ttl))  # fmt: skip
-    if not connections:
-        log.warning("WebSocket mode is on but no device is configured (JUHE_SYNC_WS_GUIDS)")
-    return WebSocketIngest(connections)
-
-
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     text = {
         400: "Invalid parameters",
@@ -176,7 +149,10 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
                 eligible=lambda: settings.configured_devices | set(active.verified_guids()),
             )
             app.state.sync.start()
-        app.state.websocket = _websocket_ingest(settings, active, app.state.sync)
+        app.state.ingestor = Ingestor(
+            active, secrets=secrets, sync=app.state.sync, configured=settings.configured_devices
+        )
+        app.state.websocket = websocket_ingest(settings, active, app.state.ingestor)
         if app.state.websocket is not None:
             app.state.websocket.start()
         try:
@@ -210,7 +186,6 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
     # One thread for them too: what a large body allocates is freed into the same malloc arena
     # that the next one allocates from, instead of into one arena per pool thread.
     large_worker = ThreadPoolExecutor(1, thread_name_prefix="juhe-sync-large-callback")
-    verified: set[str] = set()
 
     @app.post(
         "/callback",
@@ -234,44 +209,18 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
             raise Unauthorized(
                 "callback secret missing or wrong: the notify URL needs ?token=<JUHE_SYNC_CALLBACK_TOKEN>"
             )
-        store = request.app.state.store
+        ingestor: Ingestor = request.app.state.ingestor
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) <= LARGE_BODY:
-            text = await _read_body(request, settings.max_body_bytes)
-            event, outcome = await store_callback(store, text, token, offload=False)
+            await ingestor.ingest(await _read_body(request, settings.max_body_bytes), "callback", token=token)
         else:
             # One large body at a time, from its first byte to its commit: their memory never adds up.
             async with large_bodies:
                 text = await _read_body(request, settings.max_body_bytes)
-                event, outcome = await store_callback(store, text, token, offload=len(text) > LARGE_BODY)
+                worker = large_worker if len(text) > LARGE_BODY else None
+                await ingestor.ingest(text, "callback", token=token, worker=worker)
                 del text
-        if secrets.required and event.guid not in verified:
-            await asyncio.to_thread(store.mark_verified, event.guid)
-            verified.add(event.guid)
-        sync = request.app.state.sync
-        if outcome.pulls and sync is not None:
-            # Pulls spend the operator's SaaS quota: only for devices the operator named or
-            # whose callbacks proved the secret, never for a GUID anybody could make up.
-            if secrets.required or event.guid in settings.configured_devices:
-                sync.request(event.guid, outcome.pulls)
-            else:
-                log.debug("no pull for %s: not a configured device and no callback secret", event.guid)
         return Response(_ACK, media_type="application/json")
-
-    async def store_callback(
-        store: SQLStore, text: str, token: str | None, *, offload: bool
-    ) -> tuple[Event, IngestOutcome]:
-        """Parse, check the device's secret, store; a large body is parsed and normalised in a
-        worker thread so that the event loop keeps answering meanwhile."""
-        loop = asyncio.get_running_loop()
-        event = await loop.run_in_executor(large_worker, parse_body, text) if offload else parse_body(text)
-        if secrets.needs_guid and not secrets.accepts(token, event.guid):
-            raise Unauthorized("callback secret missing or wrong for this device")
-        if offload:
-            future = await loop.run_in_executor(large_worker, store.submit_event, event, text, now_seconds())
-        else:
-            future = store.submit_event(event, text, now_seconds())
-        return event, await asyncio.wrap_future(future)
 
     @app.get("/api/contacts", response_model=schemas.ContactsResponse, responses=_errors(400, 500))
     def contacts(
