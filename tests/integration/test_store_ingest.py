@@ -8,7 +8,9 @@ import random
 import pytest
 
 from juhe_sync.records import MessageQuery
+from juhe_sync.storage.sql import Applied
 from juhe_sync.storage.sqlstore import SQLStore
+from juhe_sync.storage.writer import Writer
 from tests.conftest import ACCOUNT, GUID, callback_fixtures, fixture_json, fixture_text
 from tests.helpers import feed, feed_fixtures, snapshot
 from tests.unit.test_normalize import EXPECTED
@@ -195,17 +197,15 @@ def test_personal_wechat_device(store: SQLStore) -> None:
 
 def test_a_failed_apply_leaves_no_search_entries(store: SQLStore, monkeypatch) -> None:
     """Rows of a failed apply are rolled back, and so is anything held back for the search index."""
-    import juhe_sync.storage.writes as writes
-
-    real = writes.Writer.apply
+    real = Writer.apply
 
     def apply_then_fail(self, conn, device_id, prepared, journal_id, **kw):
         real(self, conn, device_id, prepared, journal_id, **kw)
         if prepared.effects.messages and "报价单" in prepared.effects.messages[0].content:
             raise RuntimeError("bug after the rows were written")
-        return writes.Applied()
+        return Applied()
 
-    monkeypatch.setattr(writes.Writer, "apply", apply_then_fail)
+    monkeypatch.setattr(Writer, "apply", apply_then_fail)
     futures = [
         store.submit_event(*_event("callback_11010_text_private_inbound.json")),  # fails inside apply
         store.submit_event(*_event("callback_11010_text_room.json")),  # same batch, succeeds
@@ -233,10 +233,9 @@ def test_one_transaction_sees_its_own_device_changes_and_counts_exactly(store: S
     """Jobs of one group commit share the device row and counters the writer keeps for the
     transaction: a login followed by messages in the same batch must see the new account, and
     the counters must be exact when a job in between fails after writing rows."""
-    import juhe_sync.storage.writes as writes
     from juhe_sync.ingest.envelope import parse_body
 
-    real = writes.Writer.apply
+    real = Writer.apply
 
     def apply_then_fail(self, conn, device_id, prepared, journal_id, **kw):
         applied = real(self, conn, device_id, prepared, journal_id, **kw)
@@ -244,7 +243,7 @@ def test_one_transaction_sees_its_own_device_changes_and_counts_exactly(store: S
             raise RuntimeError("bug after the rows and counters were written")
         return applied
 
-    monkeypatch.setattr(writes.Writer, "apply", apply_then_fail)
+    monkeypatch.setattr(Writer, "apply", apply_then_fail)
 
     def event(name: str) -> tuple:
         raw = fixture_text(name)

@@ -1,4 +1,4 @@
-"""The ingest rules as the store takes them (see :class:`juhe_sync.storage.writes.Rules`)."""
+"""The ingest rules as the store takes them (see :class:`juhe_sync.storage.sql.Rules`)."""
 
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from juhe_sync.storage.sql import Rules
 from juhe_sync.storage.sqlstore import SQLStore
-from juhe_sync.storage.writes import Rules
 
 
 def open_store(url: str, rules: Rules, *, write_batch: int = 256) -> SQLStore:

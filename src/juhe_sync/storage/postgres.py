@@ -31,8 +31,9 @@ from juhe_sync.records import MessageQuery, Page
 from juhe_sync.storage import reads, search
 from juhe_sync.storage.batches import STOP, Outcome, WriteJob, fail, next_batch, settle
 from juhe_sync.storage.migrations import apply_pending
+from juhe_sync.storage.sql import ID_LOW_MASK, ID_SHIFT, Rules, id_range, run_job
 from juhe_sync.storage.sqlstore import SQLStore
-from juhe_sync.storage.writes import ID_LOW_MASK, ID_SHIFT, Rules, Writer, id_range, run_job
+from juhe_sync.storage.writer import Writer
 
 log = logging.getLogger("juhe_sync.storage")
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from juhe_sync.records import ContactRow, MemberRow, Profile, RoomDetail, RoomRow
-from juhe_sync.storage.writes import Conn
+from juhe_sync.storage.sql import Conn
 from juhe_sync.timeutil import now_iso
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from juhe_sync.ids import contact_type
 from juhe_sync.records import Device, MessageQuery, Page
-from juhe_sync.storage.writes import Conn, id_range
+from juhe_sync.storage.sql import Conn, id_range
 from juhe_sync.timeutil import iso_utc
 
 _DEVICE_COLUMNS = (

@@ -27,9 +27,11 @@ from juhe_sync.records import (
     ReplayStats,
     TokenRecord,
 )
-from juhe_sync.storage import pulls, reads, tokens
+from juhe_sync.storage import journal, pulls, reads, tokens
 from juhe_sync.storage.leases import device_lease
-from juhe_sync.storage.writes import Writer, replay_chunk
+from juhe_sync.storage.sql import Applied
+from juhe_sync.storage.writer import Writer
+from juhe_sync.timeutil import now_seconds
 
 T = TypeVar("T")
 
@@ -85,8 +87,35 @@ class SQLStore(abc.ABC):
         # ingest) only runs statements; it normalises again only if the device changed meanwhile.
         prepared = self.writer.prepare_hinted(event, received_at)
         return self.submit(
-            lambda conn: self.writer.ingest(conn, event, raw, received_at, prepared), event.guid
+            lambda conn: journal.ingest(self.writer, conn, event, raw, received_at, prepared), event.guid
         )
+
+    # --- pull sync -------------------------------------------------------------------------
+
+    def pull_write(self, guid: str, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(conn)`` (a page of pulled rows and its position) in a write transaction."""
+
+        def job(conn: Any) -> T:
+            # Pulls recount contacts and rooms from the rows and may change the device row: make
+            # the transaction's pending counters real first, and read devices again afterwards.
+            self.writer.flush_counters(conn)
+            try:
+                return fn(conn)
+            finally:
+                self.writer.forget_devices()
+
+        return self.submit(job, guid).result()
+
+    def ensure_device(self, guid: str) -> Device:
+        """The device, created as a callback would have if nothing was seen of it yet."""
+        self.pull_write(guid, lambda conn: self.writer.ensure_device(conn, guid, now_seconds()))
+        device = self.device(guid)
+        assert device is not None
+        return device
+
+    def apply_pulled_messages(self, conn: Any, guid: str, items: list[Any], received_at: int) -> Applied:
+        """Inside :meth:`pull_write`: store messages fetched by pull sync (deduped like any message)."""
+        return self.writer.apply_pulled_messages(conn, guid, items, received_at)
 
     def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
         now = time.time()
@@ -175,7 +204,7 @@ class SQLStore(abc.ABC):
                 progress(len(done))
 
     def _replay_chunk(self, after: int, device_id: int, conn: Any) -> tuple[int | None, list[Any]]:
-        return replay_chunk(self.writer, conn, after, device_id, 200)
+        return journal.replay_chunk(self.writer, conn, after, device_id, 200)
 
     def journal_size(self, guid: str | None = None) -> int:
         if guid is None:

@@ -93,25 +93,13 @@ class Syncer:
     # --- plumbing --------------------------------------------------------------------------
 
     def _write(self, guid: str, fn: Callable[[Any], T]) -> T:
-        writer = self.store.writer
-
-        def job(conn: Any) -> T:
-            # Pulls recount contacts and rooms from the rows and may change the device row: make
-            # the transaction's pending counters real first, and read devices again afterwards.
-            writer.flush_counters(conn)
-            try:
-                return fn(conn)
-            finally:
-                writer.forget_devices()
-
-        return self.store.submit(job, guid).result()
+        return self.store.pull_write(guid, fn)
 
     def _device_id(self, guid: str) -> int:
         device = self.store.device(guid)
         if device is None:
             # A device first seen by a pull: create it, as a callback would have.
-            self._write(guid, lambda conn: self.store.writer.ensure_device(conn, guid, 0))
-            device = self.store.device(guid)
+            device = self.store.ensure_device(guid)
         assert device is not None
         return device.id
 
@@ -299,7 +287,7 @@ class Syncer:
                 done += len(items)
 
                 def page(conn: Any, items: list[Any] = items, cursor: str = next_key, n: int = done) -> int:
-                    applied = self.store.writer.apply_pulled_messages(conn, guid, items, now_seconds())
+                    applied = self.store.apply_pulled_messages(conn, guid, items, now_seconds())
                     pulls.progress(conn, device_id, "messages", cursor, n)
                     return applied.messages_added
 
