@@ -10,13 +10,11 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
 from fastapi import Body, FastAPI, Query, Request
-from fastapi.openapi.utils import get_openapi
-from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from juhe_sync import __version__
 from juhe_sync.config import Settings
-from juhe_sync.errors import ApiError, ClientGone, InvalidParams
+from juhe_sync.errors import ApiError
 from juhe_sync.ingest.envelope import parse_body
 from juhe_sync.redact import install_log_filter
 from juhe_sync.service.access import Authenticator, CallbackSecrets, TokenAdmin, Unauthorized
@@ -27,7 +25,9 @@ from juhe_sync.storage.sqlstore import SQLStore
 from juhe_sync.sync.jobs import Syncer
 from juhe_sync.sync.manager import SyncManager
 from juhe_sync.web import errors, schemas
+from juhe_sync.web.body import read_body
 from juhe_sync.web.edge import EdgeGuard, HostRule, principal_of
+from juhe_sync.web.openapi import CALLBACK_SCHEMA, error_responses, openapi_document
 from juhe_sync.web.responses import json_response, ok
 
 log = logging.getLogger("juhe_sync.web")
@@ -50,51 +50,6 @@ Cursor = Annotated[
 ]
 
 
-_EVENT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "description": "A juhebot event. 11010 carries one message object in `data`, 11013 a list of them.",
-    "required": ["guid", "notify_type"],
-    "properties": {
-        "guid": {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": 256,
-            "pattern": "\\S",
-            "description": "Device GUID.",
-        },
-        "notify_type": {
-            "type": "integer",
-            "minimum": 0,
-            "maximum": 2**31 - 1,
-            "description": "Event type; unknown types are accepted.",
-        },
-        "data": {"description": "Payload; its shape depends on notify_type."},
-    },
-}
-_CALLBACK_SCHEMA: dict[str, Any] = {
-    "description": "The event itself, or a WebSocket callback frame carrying it in `event` (object or JSON string) or `data`.",
-    "anyOf": [
-        _EVENT_SCHEMA,
-        {
-            "type": "object",
-            "required": ["event"],
-            "properties": {
-                "type": {"type": "string", "example": "callback"},
-                "event_id": {"type": "string"},
-                "event": {
-                    "anyOf": [_EVENT_SCHEMA, {"type": "string", "description": "The event as JSON text."}]
-                },
-            },
-        },
-        {
-            "type": "object",
-            "required": ["data"],
-            "properties": {"type": {"type": "string"}, "data": _EVENT_SCHEMA},
-        },
-    ],
-}
-
-
 def app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory``: settings from the environment."""
     settings = Settings()
@@ -103,19 +58,6 @@ def app_from_env() -> FastAPI:
     )
     install_log_filter(settings.secrets())
     return create_app(settings)
-
-
-def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    text = {
-        400: "Invalid parameters",
-        401: "Missing or invalid token",
-        403: "Not allowed for this token",
-        404: "Not found",
-        409: "Conflict",
-        413: "Body too large",
-        500: "Server error",
-    }
-    return {s: {"model": schemas.ErrorBody, "description": text[s]} for s in statuses}
 
 
 def create_app(settings: Settings | None = None, store: SQLStore | None = None) -> FastAPI:
@@ -190,7 +132,7 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
     @app.post(
         "/callback",
         response_model=schemas.CallbackAck,
-        responses=_errors(400, 413, 500),
+        responses=error_responses(400, 413, 500),
         summary="Receive a SaaS callback",
         description=(
             "Takes every juhebot notification (plain, WebSocket-wrapped or `data`-wrapped). "
@@ -199,7 +141,7 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": _CALLBACK_SCHEMA}},
+                "content": {"application/json": {"schema": CALLBACK_SCHEMA}},
             }
         },
     )
@@ -212,17 +154,17 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
         ingestor: Ingestor = request.app.state.ingestor
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) <= LARGE_BODY:
-            await ingestor.ingest(await _read_body(request, settings.max_body_bytes), "callback", token=token)
+            await ingestor.ingest(await read_body(request, settings.max_body_bytes), "callback", token=token)
         else:
             # One large body at a time, from its first byte to its commit: their memory never adds up.
             async with large_bodies:
-                text = await _read_body(request, settings.max_body_bytes)
+                text = await read_body(request, settings.max_body_bytes)
                 worker = large_worker if len(text) > LARGE_BODY else None
                 await ingestor.ingest(text, "callback", token=token, worker=worker)
                 del text
         return Response(_ACK, media_type="application/json")
 
-    @app.get("/api/contacts", response_model=schemas.ContactsResponse, responses=_errors(400, 500))
+    @app.get("/api/contacts", response_model=schemas.ContactsResponse, responses=error_responses(400, 500))
     def contacts(
         request: Request,
         guid: Guid,
@@ -235,7 +177,7 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
     ) -> Response:
         return ok(request.app.state.queries.contacts(guid, page, limit, keyword, cursor))
 
-    @app.get("/api/messages", response_model=schemas.MessagesResponse, responses=_errors(400, 500))
+    @app.get("/api/messages", response_model=schemas.MessagesResponse, responses=error_responses(400, 500))
     def messages(
         request: Request,
         guid: Guid,
@@ -270,7 +212,7 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
             )
         )
 
-    @app.get("/api/rooms", response_model=schemas.RoomsResponse, responses=_errors(400, 500))
+    @app.get("/api/rooms", response_model=schemas.RoomsResponse, responses=error_responses(400, 500))
     def rooms(
         request: Request, guid: Guid, page: PageNo = 1, limit: Limit = 20, cursor: Cursor = None
     ) -> Response:
@@ -279,7 +221,7 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
     @app.get(
         "/api/rooms/{room_id}/members",
         response_model=schemas.MembersResponse,
-        responses=_errors(400, 404, 500),
+        responses=error_responses(400, 404, 500),
         summary="Members of a room",
         description="Filled by pull sync. `room_id` is `R:<id>` or the bare id. 404 if the device has no such room.",
     )
@@ -292,7 +234,7 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
         "/api/sync",
         response_model=schemas.SyncStartedResponse,
         status_code=202,
-        responses=_errors(400, 409, 500),
+        responses=error_responses(400, 409, 500),
         summary="Start a pull sync of a device",
         description="Queues a sync (incremental unless `full=true`) and answers at once; "
         "follow it in `/api/sync-status`. 409 when pull sync is not configured (no app_key). "
@@ -317,7 +259,7 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
     @app.get(
         "/api/tokens",
         response_model=schemas.TokensResponse,
-        responses=_errors(401, 403, 500),
+        responses=error_responses(401, 403, 500),
         summary="List API tokens",
         description="Names, device scopes, creation and last use; never the tokens. Admin tokens only.",
     )
@@ -329,7 +271,7 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
         "/api/tokens",
         response_model=schemas.TokenCreatedResponse,
         status_code=201,
-        responses=_errors(400, 401, 403, 409, 500),
+        responses=error_responses(400, 401, 403, 409, 500),
         summary="Create an API token",
         description="Answers the new token once; only its hash is stored. Admin tokens only.",
     )
@@ -342,7 +284,7 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
     @app.delete(
         "/api/tokens/{name}",
         response_model=schemas.TokenRevokedResponse,
-        responses=_errors(401, 403, 404, 500),
+        responses=error_responses(401, 403, 404, 500),
         summary="Revoke an API token",
         description="Every process stops accepting it within two seconds. Admin tokens only.",
     )
@@ -352,7 +294,11 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
         request.app.state.auth.forget()
         return ok({"name": name, "revoked": True})
 
-    @app.get("/api/sync-status", response_model=schemas.SyncStatusResponse, responses=_errors(400, 404, 500))
+    @app.get(
+        "/api/sync-status",
+        response_model=schemas.SyncStatusResponse,
+        responses=error_responses(400, 404, 500),
+    )
     def sync_status(request: Request, guid: Guid) -> Response:
         manager = request.app.state.sync
         queued = manager is not None and manager.busy(guid)
@@ -365,14 +311,14 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
 
         @app.post("/_bench/parse", include_in_schema=False)
         async def bench_parse(request: Request) -> Response:
-            parse_body(await _read_body(request, settings.max_body_bytes))
+            parse_body(await read_body(request, settings.max_body_bytes))
             return Response(_ACK, media_type="application/json")
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> Response:
         return json_response({"success": True})
 
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
     return app
 
 
@@ -384,67 +330,3 @@ def _token_json(record: Any) -> dict[str, Any]:
         "created_at": record.created_at,
         "last_used_at": record.last_used_at,
     }
-
-
-async def _read_body(request: Request, limit: int) -> str:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(f"Body larger than {limit} bytes", status=413, code="PAYLOAD_TOO_LARGE")
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise ApiError(f"Body larger than {limit} bytes", status=413, code="PAYLOAD_TOO_LARGE")
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise ClientGone(f"client disconnected after {size} bytes of the body") from None
-    raw = b"".join(chunks)
-    del chunks
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidParams("Body is not UTF-8") from None
-
-
-def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's document, with our 400 error body in place of its 422 validation schema, and the
-    token each route takes."""
-    if app.openapi_schema:
-        return app.openapi_schema
-    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-    for route, path in schema.get("paths", {}).items():
-        for operation in path.values():
-            responses = operation.setdefault("responses", {})
-            responses.pop("422", None)
-            # Any route may meet the edge: a Host not allowed (400), a missing or wrong token (401),
-            # a token scoped to other devices or a cross-site write (403).
-            for status, text in ((400, "Invalid parameters or Host"), (401, "Missing or invalid token"),
-                                 (403, "Not allowed for this token, or a cross-site write")):  # fmt: skip
-                responses.setdefault(str(status), {"description": text, "content": _ERROR_CONTENT})
-            if route == "/callback":
-                operation["security"] = [{"CallbackToken": []}]
-            else:
-                operation["security"] = [{"ApiToken": []}]
-    components = schema.setdefault("components", {})
-    components.get("schemas", {}).pop("HTTPValidationError", None)
-    components.get("schemas", {}).pop("ValidationError", None)
-    components["securitySchemes"] = {
-        "ApiToken": {
-            "type": "http",
-            "scheme": "bearer",
-            "description": "JUHE_SYNC_API_TOKEN, or a token from `juhe-sync token create`; required once either exists.",
-        },
-        "CallbackToken": {
-            "type": "apiKey",
-            "in": "query",
-            "name": "token",
-            "description": "JUHE_SYNC_CALLBACK_TOKEN (or the device's own secret); required once one is set.",
-        },
-    }
-    app.openapi_schema = schema
-    return schema
-
-
-_ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}

@@ -1,0 +1,49 @@
+"""What every command shares: the Typer app, the console, opening the store, failing, progress bars."""
+
+from __future__ import annotations
+
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from juhe_sync.config import Settings
+from juhe_sync.redact import mask, safe_url
+from juhe_sync.service.stores import open_store
+from juhe_sync.storage.sqlstore import SQLStore
+
+app = typer.Typer(help="juhe-sync: your own durable copy of every juhebot device.", no_args_is_help=True)
+console = Console(stderr=True)
+
+DatabaseUrl = Annotated[
+    str | None, typer.Option("--database-url", help="Overrides JUHE_SYNC_DATABASE_URL.", show_default=False)
+]
+
+
+def settings_for(database_url: str | None = None) -> Settings:
+    return Settings(database_url=database_url) if database_url else Settings()
+
+
+def open_migrated(settings: Settings) -> SQLStore:
+    try:
+        store = open_store(settings.database_url, write_batch=settings.write_batch)
+        store.migrate()
+    except Exception as exc:
+        fail(f"cannot open {safe_url(settings.database_url)}: {mask(str(exc), settings.secrets())}")
+    return store
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    console.print(mask(message, ()), style="red", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def progress_bar() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )

@@ -1,0 +1,100 @@
+"""``juhe-sync serve``: refuse an unprotected public address, raise the file limit, run uvicorn."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Annotated
+
+import typer
+
+from juhe_sync.cli.common import DatabaseUrl, app, console, fail, open_migrated
+from juhe_sync.config import Settings
+from juhe_sync.redact import safe_url
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Overrides JUHE_SYNC_HOST.", show_default=False)] = None,
+    port: Annotated[int | None, typer.Option(help="Overrides JUHE_SYNC_PORT.", show_default=False)] = None,
+    database_url: DatabaseUrl = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Overrides JUHE_SYNC_WORKERS.", show_default=False)
+    ] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option("--insecure", help="Listen on a public address without tokens (JUHE_SYNC_INSECURE)."),
+    ] = False,
+) -> None:
+    """Run the HTTP service (callbacks and queries). Creates and migrates the database first."""
+    import uvicorn
+
+    from juhe_sync.web.protocol import IMPORT_PATH
+
+    for name, value in (("HOST", host), ("PORT", port), ("DATABASE_URL", database_url), ("WORKERS", workers)):
+        if value is not None:
+            os.environ[f"JUHE_SYNC_{name}"] = str(value)
+    if insecure:
+        os.environ["JUHE_SYNC_INSECURE"] = "1"
+    settings = Settings()
+    store = open_migrated(settings)  # migrate once, before any request
+    try:
+        api_tokens = store.count_tokens()
+    finally:
+        store.close()
+    guarded = bool(
+        settings.api_tokens or api_tokens or settings.callback_tokens or settings.device_callback_tokens()
+    )
+    if not settings.loopback and not guarded and not settings.insecure:
+        fail(
+            f"refusing to listen on {settings.host} with no token: set JUHE_SYNC_API_TOKEN and "
+            "JUHE_SYNC_CALLBACK_TOKEN (or pass --insecure)"
+        )
+    _raise_file_limit(settings.max_connections)
+    console.print(
+        f"juhe-sync on http://{settings.host}:{settings.port} ({safe_url(settings.database_url)}, "
+        f"{settings.workers} process(es)){_exposure(settings, api_tokens)}",
+        markup=False,
+        highlight=False,
+    )
+    uvicorn.run(
+        "juhe_sync.web.app:app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        http=IMPORT_PATH,
+        server_header=False,
+        timeout_graceful_shutdown=math.ceil(settings.client_timeout),
+    )
+
+
+def _exposure(settings: Settings, api_tokens: int) -> str:
+    api = bool(settings.api_tokens or api_tokens)
+    callback = bool(settings.callback_tokens or settings.device_callback_tokens())
+    if api and callback:
+        return ""
+    missing = [
+        name for name, on in (("JUHE_SYNC_API_TOKEN", api), ("JUHE_SYNC_CALLBACK_TOKEN", callback)) if not on
+    ]
+    return f"; WARNING: no {' or '.join(missing)}" if not settings.loopback or settings.insecure else ""
+
+
+def _raise_file_limit(connections: int) -> None:
+    """Each connection holds a file descriptor: raise the soft limit toward the hard one so that
+    the connection cap, not the descriptor table, is what refuses clients."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + 256  # database files, sockets of the pool, logs
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        if target < wanted:
+            console.print(
+                f"warning: open-file limit {target} is below JUHE_SYNC_MAX_CONNECTIONS + 256; "
+                "raise it (ulimit -n, LimitNOFILE=) or lower the connection cap",
+                markup=False,
+            )
