@@ -43,6 +43,11 @@ class Ingestor:
         #: Devices recorded as verified by this process (one write per device, not per callback).
         self._verified: set[str] = set()
 
+    def admits(self, token: str | None) -> bool:
+        """Whether a callback with this ``?token=`` may be read at all: checked before the body, so
+        that a sender without a secret never gets as far as the parser (or a large body's turn)."""
+        return not self.secrets.required or self.secrets.plausible(token)
+
     def submit(self, text: str, received_at: int | None = None) -> tuple[Event, Future[IngestOutcome]]:
         """Parse and queue for storage; the future resolves after the durable commit. Blocking
         only for normalising (the store does the rest in its writer)."""

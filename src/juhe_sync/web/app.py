@@ -14,16 +14,12 @@ from starlette.responses import Response
 
 from juhe_sync import __version__
 from juhe_sync.config import Settings
-from juhe_sync.errors import ApiError
 from juhe_sync.ingest.envelope import parse_body
 from juhe_sync.redact import install_log_filter
-from juhe_sync.service.access import Authenticator, CallbackSecrets, TokenAdmin, Unauthorized
-from juhe_sync.service.ingest import Ingestor, websocket_ingest
-from juhe_sync.service.queries import QueryService, require_guid
-from juhe_sync.service.stores import open_store
+from juhe_sync.service.access import Unauthorized
+from juhe_sync.service.ingest import Ingestor
+from juhe_sync.service.runtime import Runtime
 from juhe_sync.storage.sqlstore import SQLStore
-from juhe_sync.sync.jobs import Syncer
-from juhe_sync.sync.manager import SyncManager
 from juhe_sync.web import errors, schemas
 from juhe_sync.web.body import read_body
 from juhe_sync.web.edge import EdgeGuard, HostRule, principal_of
@@ -67,47 +63,16 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        owned = store is None
-        if store is None:
-            active = await asyncio.to_thread(
-                open_store, settings.database_url, write_batch=settings.write_batch
-            )
-        else:
-            active = store
-        if owned:
-            applied = await asyncio.to_thread(active.migrate)
-            if applied:
-                log.info("applied migrations: %s", ", ".join(applied))
-        app.state.store = active
-        app.state.queries = QueryService(active)
-        app.state.tokens = TokenAdmin(active)
-        app.state.auth = Authenticator(active, settings.api_tokens)
-        app.state.sync = None
-        if settings.pull_enabled:
-            app.state.sync = SyncManager(
-                Syncer.from_settings(active, settings),
-                interval_seconds=settings.sync_period,
-                debounce=settings.sync_debounce,
-                eligible=lambda: settings.configured_devices | set(active.verified_guids()),
-            )
-            app.state.sync.start()
-        app.state.ingestor = Ingestor(
-            active, secrets=secrets, sync=app.state.sync, configured=settings.configured_devices
-        )
-        app.state.websocket = websocket_ingest(settings, active, app.state.ingestor)
-        if app.state.websocket is not None:
-            app.state.websocket.start()
+        runtime = await Runtime.start(settings, store)
+        app.state.runtime = runtime
+        # What routes and the edge guard use, by name.
+        app.state.store, app.state.queries, app.state.tokens = runtime.store, runtime.queries, runtime.tokens
+        app.state.auth, app.state.ingestor = runtime.auth, runtime.ingestor
         try:
             yield
         finally:
-            if app.state.websocket is not None:
-                await app.state.websocket.stop()
-            if app.state.sync is not None:
-                await asyncio.to_thread(app.state.sync.stop)
-                app.state.sync.syncer.close()
+            await runtime.stop()
             large_worker.shutdown(wait=False)
-            if owned:
-                await asyncio.to_thread(active.close)
 
     app = FastAPI(
         title="juhe-sync",
@@ -123,7 +88,6 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
         public=PUBLIC_ROUTES,
         unchecked_host=("/healthz",),
     )
-    secrets = CallbackSecrets(settings.callback_tokens, settings.device_callback_tokens())
     large_bodies = asyncio.Semaphore(1)
     # One thread for them too: what a large body allocates is freed into the same malloc arena
     # that the next one allocates from, instead of into one arena per pool thread.
@@ -147,11 +111,11 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
     )
     async def callback(request: Request) -> Response:
         token = request.query_params.get("token")
-        if secrets.required and not secrets.plausible(token):
+        ingestor: Ingestor = request.app.state.ingestor
+        if not ingestor.admits(token):
             raise Unauthorized(
                 "callback secret missing or wrong: the notify URL needs ?token=<JUHE_SYNC_CALLBACK_TOKEN>"
             )
-        ingestor: Ingestor = request.app.state.ingestor
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) <= LARGE_BODY:
             await ingestor.ingest(await read_body(request, settings.max_body_bytes), "callback", token=token)
@@ -248,13 +212,7 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
         ] = False,
     ) -> Response:
         principal_of(request.scope).require_admin("start a sync")
-        manager = request.app.state.sync
-        if manager is None:
-            raise ApiError("Pull sync is not configured: set JUHE_SYNC_APP_KEY and JUHE_SYNC_APP_SECRET",
-                           status=409, code="SYNC_DISABLED")  # fmt: skip
-        guid = require_guid(guid)
-        queued = manager.request(guid, ["full" if full else "sync"], delay=0)
-        return json_response({"success": True, "data": {"guid": guid, "full": full, "queued": queued}}, 202)
+        return json_response({"success": True, "data": request.app.state.runtime.start_sync(guid, full)}, 202)
 
     @app.get(
         "/api/tokens",
@@ -300,12 +258,7 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
         responses=error_responses(400, 404, 500),
     )
     def sync_status(request: Request, guid: Guid) -> Response:
-        manager = request.app.state.sync
-        queued = manager is not None and manager.busy(guid)
-        data = request.app.state.queries.sync_status(guid, queued)
-        if request.app.state.websocket is not None:
-            data["websocket"] = request.app.state.websocket.status(guid)
-        return ok(data)
+        return ok(request.app.state.runtime.sync_status(guid))
 
     if settings.bench_routes:
 
