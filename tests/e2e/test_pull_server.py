@@ -95,13 +95,11 @@ def test_callbacks_trigger_the_right_pulls(stack: tuple[Server, Simulator]) -> N
     # 11003 login: a full sync, the account from the callback itself.
     login = {"guid": guid, "notify_type": 11003, "data": {"user_id": sim.state.devices[guid].account, "name": "x"}}
     assert httpx.post(server.url + "/callback?token=sim-callback-secret", json=login, timeout=30).status_code == 200
-    time.sleep(0.5)
-    wait_idle(server, guid)
+    wait_idle(server, guid)  # the sync is queued before the callback is answered: no race
     assert api_state(server, guid) == sim.truth(guid)
     # Upstream changes arrive as 2131 / 2118 / 1002 / 1003 callbacks (pushed by the simulator).
     events = sim.post("/_sim/mutate", {"guid": guid, "changes": 40, "push": True})["events"]
     touched = {e["data"]["room_id"] for e in events if "room_id" in e["data"]}
-    time.sleep(0.5)
     wait_idle(server, guid)
     deadline = time.monotonic() + 30
     while api_state(server, guid) != sim.truth(guid, tuple(touched)) and time.monotonic() < deadline:
@@ -118,12 +116,10 @@ def test_a_failing_sync_reports_error_then_recovers(stack: tuple[Server, Simulat
     server, sim = stack
     sim.post("/_sim/faults", {"kind": "error", "path": "/contact/sync_contact", "code": 1002})
     httpx.post(server.url + "/api/sync", params={"guid": SIM_GUID}, timeout=30)
-    time.sleep(0.3)
     status = wait_idle(server, SIM_GUID)
     assert status["status"] == "error" and "simulated failure" in status["last_error"]
     assert status["sync"]["contacts"]["status"] == "error"
     httpx.post(server.url + "/api/sync", params={"guid": SIM_GUID}, timeout=30)
-    time.sleep(0.3)
     status = wait_idle(server, SIM_GUID)
     assert status["status"] == "idle" and status["last_error"] is None
 
@@ -186,13 +182,13 @@ def test_a_sync_killed_with_its_server_resumes_after_restart(database: str, tmp_
         server.kill()
         pages_before = sim.state.calls["/contact/sync_contact"]
         server.start()
-        time.sleep(2.5)  # the dead process's lease lapses
-        status = get(server, "/api/sync-status", guid="kill-device").json()["data"]
-        assert status["sync"]["contacts"]["status"] == "interrupted"
+        deadline = time.monotonic() + 30
+        while (status := get(server, "/api/sync-status", guid="kill-device").json()["data"])["sync"]["contacts"]["status"] != "interrupted":
+            assert time.monotonic() < deadline, "the dead process's lease did not lapse"
+            time.sleep(0.1)
         committed = status["sync"]["contacts"]["done"]
         assert 700 <= committed < 2500
         httpx.post(server.url + "/api/sync", params={"guid": "kill-device"}, timeout=30)
-        time.sleep(0.3)
         status = wait_idle(server, "kill-device", timeout=90)
         assert status["status"] == "idle", status
         # Only the pages after the last committed one were fetched again (+ the empty last page).
@@ -225,7 +221,13 @@ def test_pulls_only_for_configured_or_verified_devices(tmp_path: Path) -> None:
             login = {"guid": guid, "notify_type": 11003, "data": {"user_id": "1688850000099999", "name": "x"}}
             assert httpx.post(server.url + "/callback", json=login, timeout=30).status_code == 200
         assert wait_idle(server, SIM_GUID)["sync"]["contacts"]["status"] == "idle"
-        time.sleep(4)  # past the first periodic round
+        # Wait for the first periodic round: it syncs the configured device again.
+        calls = sim.state.calls["/contact/sync_contact"]
+        deadline = time.monotonic() + 30
+        while sim.state.calls["/contact/sync_contact"] == calls:
+            assert time.monotonic() < deadline, "no periodic sync"
+            time.sleep(0.1)
+        wait_idle(server, SIM_GUID)
         assert get(server, "/api/sync-status", guid=unconfigured).json()["data"]["sync"] == {}
         # The operator may still sync it by hand.
         assert httpx.post(server.url + "/api/sync", params={"guid": unconfigured}, timeout=30).status_code == 202

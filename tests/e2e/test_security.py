@@ -319,7 +319,8 @@ def status_and_body(response: bytes) -> tuple[int, dict[str, Any]]:
 @pytest.fixture(scope="module")
 def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     directory = tmp_path_factory.mktemp("strict")
-    env = {"JUHE_SYNC_CLIENT_TIMEOUT": "1", "JUHE_SYNC_MAX_CONNECTIONS": "30", "JUHE_SYNC_MAX_HEADER_BYTES": "8192"}
+    env = {"JUHE_SYNC_CLIENT_TIMEOUT": "1", "JUHE_SYNC_MAX_CONNECTIONS": "30", "JUHE_SYNC_MAX_HEADER_BYTES": "8192",
+           "JUHE_SYNC_MAX_BODY_BYTES": "65536"}  # fmt: skip
     server = Server(f"sqlite:///{directory / 'strict.db'}", directory / "server.log", env).start()
     try:
         yield server
@@ -372,8 +373,10 @@ def test_slow_and_silent_clients_are_disconnected(strict: Server) -> None:
         started = time.monotonic()
         read_all(sock)
         assert time.monotonic() - started < 4
-    time.sleep(0.3)
-    log = strict.log_path.read_text()
+    deadline = time.monotonic() + 10
+    while "client disconnected" not in (log := strict.log_path.read_text()):
+        assert time.monotonic() < deadline, "no log line for the aborted upload"
+        time.sleep(0.05)
     assert "Traceback" not in log
     assert log.count("client disconnected") == 1
     assert httpx.get(strict.url + "/healthz").status_code == 200
@@ -488,3 +491,18 @@ def test_secrets_in_settings_never_reach_the_log(tmp_path: Path) -> None:
     log = server.log_path.read_text()
     for secret in (OPERATOR, CALLBACK, "app-secret-0123456789"):
         assert secret not in log
+
+
+def test_an_oversized_body_without_content_length_gets_413(strict: Server) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"guid": "chunked-device", "notify_type": 11010, "data": {"content": "'
+        for _ in range(40):
+            yield b"x" * 4096
+
+    r = httpx.post(strict.url + "/callback", content=chunks(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and error_of(r) == "PAYLOAD_TOO_LARGE"
+    assert "content-length" not in {k.lower() for k in r.request.headers}
+    assert journal_size(strict, "chunked-device") == 0
+    # A declared length over the limit is refused before the body is read.
+    r = httpx.post(strict.url + "/callback", content=b"{" + b" " * 70000 + b"}")
+    assert r.status_code == 413

@@ -130,3 +130,25 @@ def test_one_process_holds_a_device_connection_and_another_takes_over(database: 
         for server in servers:
             server.stop()
         sim.stop()
+
+
+def test_a_login_over_the_websocket_starts_a_full_pull(database: str, tmp_path: Path) -> None:
+    """Callbacks that arrive over the authenticated WebSocket start the pulls they ask for, like
+    verified HTTP callbacks (the device is configured)."""
+    sim = Simulator([GUID], contacts=40, rooms=4).start()
+    server = ws_server(sim, database, tmp_path / "server.log")
+    try:
+        until(lambda: stats(sim)["sockets"].get(GUID) == 1, what="the server to connect")
+        login = {"guid": GUID, "notify_type": 11003, "data": {"user_id": "1688850000099999", "name": "x"}}
+        sim.post("/_sim/push", {"guid": GUID, "events": [login]})
+
+        def synced() -> bool:
+            data = httpx.get(server.url + "/api/sync-status", params={"guid": GUID}, timeout=10).json()["data"]
+            return data["sync"].get("contacts", {}).get("status") == "idle" and data["status"] == "idle"
+
+        until(synced, 60, "the full sync a login asks for")
+        contacts = httpx.get(server.url + "/api/contacts", params={"guid": GUID, "limit": 100}, timeout=10).json()
+        assert contacts["data"]["total"] == len(sim.truth(GUID)["contacts"])
+    finally:
+        server.stop()
+        sim.stop()

@@ -256,3 +256,27 @@ def test_shutdown_stops_a_run_between_pages_and_it_resumes(store: SQLStore, simu
     assert syncer.sync(SIM_GUID).errors == []
     assert pages["n"] == 2 + 2  # the third (last) page and the empty end, not the first two again
     assert stored(store) == simulator.truth(SIM_GUID)
+
+
+def test_per_device_credentials(simulator: Simulator) -> None:
+    """A device's own app_key/app_secret win over the global pair (which is wrong here)."""
+    import json
+
+    from juhe_sync.config import Settings
+    from juhe_sync.saas.client import client_from_settings
+    from juhe_sync.saas.protocol import SaasError
+
+    settings = Settings(
+        saas_base_url=simulator.url, app_key="wrong-key", app_secret="wrong-secret", saas_rate=0, saas_retries=0,
+        device_credentials=json.dumps({SIM_GUID: {"app_key": Simulator.APP_KEY, "app_secret": Simulator.APP_SECRET}}),
+    )  # fmt: skip
+    client = client_from_settings(settings)
+    try:
+        assert client.call(SIM_GUID, "/user/get_profile")
+        with pytest.raises(SaasError):
+            client.call("another-device", "/user/get_profile")
+    finally:
+        client.close()
+    assert settings.credentials_for(SIM_GUID) == (Simulator.APP_KEY, Simulator.APP_SECRET)
+    assert settings.credentials_for("another-device") == ("wrong-key", "wrong-secret")
+    assert settings.configured_devices == {SIM_GUID}
