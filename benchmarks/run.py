@@ -262,7 +262,6 @@ def main() -> None:
     if args.postgres and args.only != "ingest":
         settle_postgres(url)
     store = open_store(url)
-    assert isinstance(store, SQLStore)
     device_id, guid, conversation, conv_size = biggest(store)
     results: dict[str, Any] = {
         "backend": backend,
