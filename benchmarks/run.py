@@ -186,7 +186,7 @@ def wrk(base: str, path: str, mode: str, seconds: int, connections: int, run: st
 
 def like_scan(store: SQLStore, device_id: int, keyword: str, runs: int = 3) -> dict[str, float]:
     """The same search (page 1 + total) as a plain LIKE scan over the message text."""
-    op = "ILIKE" if store.ilike == "ILIKE" else "LIKE"
+    op = "LIKE" if store.url.startswith("sqlite") else "ILIKE"  # SQLite's LIKE folds ASCII case itself
     pattern = reads.like_pattern(keyword)
     where = f"device_id = ? AND searchable = 1 AND content {op} ? ESCAPE '\\'"
 

@@ -106,20 +106,15 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._header_bytes = 0  # on_url and on_header count again what data_received counted
+        self._header_bytes = 0
         self._reading_head = True
         if self._deadline is None:
             self._arm()
 
-    def on_url(self, url: bytes) -> None:
-        self._count(len(url))
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value) + 4)
-        super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
+        # The whole head, once per request (cheaper than counting header by header).
+        self._header_bytes = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        self._count(0)
         self._reading_head = False
         super().on_headers_complete()
 
