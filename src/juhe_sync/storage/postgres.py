@@ -99,7 +99,7 @@ class PostgresDialect:
 
 
 class PostgresStore(SQLStore):
-    contains = "{} ILIKE ? ESCAPE '\\'"
+    contains = contains_unicode = "{} ILIKE ? ESCAPE '\\'"
     distinct = "IS DISTINCT FROM"
 
     def __init__(

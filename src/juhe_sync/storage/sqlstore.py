@@ -43,8 +43,10 @@ class SQLStore(abc.ABC):
     url: str
     writer: Writer
     #: A column (``{}``) matching a lower-cased LIKE pattern (``?``), case-insensitively for every
-    #: alphabet: SQLite's own LIKE folds ASCII only, so SQLite lower-cases with Python's rules.
-    contains = "py_lower({}) LIKE ? ESCAPE '\\'"
+    #: alphabet. SQLite's own LIKE folds ASCII only: for other keywords SQLite lower-cases the
+    #: column with Python's rules (a function call per row, so only when the keyword needs it).
+    contains = "{} LIKE ? ESCAPE '\\'"
+    contains_unicode = "py_lower({}) LIKE ? ESCAPE '\\'"
 
     @abc.abstractmethod
     def submit(self, fn: Callable[[Any], T], lock_key: str | None = None) -> Future[T]:
@@ -224,7 +226,8 @@ class SQLStore(abc.ABC):
     def contacts(
         self, device_id: int, keyword: str | None, offset: int, limit: int, after: str | None = None
     ) -> Page:
-        return self.read(lambda c: reads.contacts(c, device_id, keyword, offset, limit, self.contains, after))
+        contains = self.contains if keyword is None or keyword.isascii() else self.contains_unicode
+        return self.read(lambda c: reads.contacts(c, device_id, keyword, offset, limit, contains, after))
 
     def room_members(
         self, device_id: int, room_id: str, offset: int, limit: int, after: str | None = None
