@@ -226,7 +226,7 @@ class SQLStore(abc.ABC):
     def contacts(
         self, device_id: int, keyword: str | None, offset: int, limit: int, after: str | None = None
     ) -> Page:
-        contains = self.contains if keyword is None or keyword.isascii() else self.contains_unicode
+        contains = self.contains if keyword is None or _ascii_folds(keyword) else self.contains_unicode
         return self.read(lambda c: reads.contacts(c, device_id, keyword, offset, limit, contains, after))
 
     def room_members(
@@ -253,3 +253,9 @@ class SQLStore(abc.ABC):
             return self.search_messages(conn, query, conv_id)
 
         return self.read(run)
+
+
+def _ascii_folds(keyword: str) -> bool:
+    """Whether LIKE's own ASCII case folding finds every match: no character of the keyword has
+    a case outside ASCII (Chinese has none; ``ä`` does)."""
+    return all(ch.isascii() or ch.lower() == ch.upper() for ch in keyword)
