@@ -91,3 +91,36 @@ def test_a_batch_that_cannot_commit_fails_whole_and_the_next_works(
     assert [store.submit_event(*_event(n)).result().status for n in
             ("callback_11010_text_room.json", "callback_11010_text_private_inbound.json")] == ["stored", "stored"]  # fmt: skip
     assert store.journal_size() == 2
+
+
+def test_sqlite_read_connections_stay_bounded_as_threads_come_and_go(store: SQLStore) -> None:
+    """Reads from ever new threads (as a server's thread pool retires and starts them) reuse a
+    fixed pool of connections: open files stay flat."""
+    if not store.url.startswith("sqlite"):
+        pytest.skip("SQLite keeps its own read connections; PostgreSQL has a bounded pool")
+    import os
+
+    from juhe_sync.storage.sqlite import READERS
+
+    feed(store, fixture_text("callback_11010_text_room.json"))
+
+    def burst() -> None:
+        barrier = threading.Barrier(40)
+
+        def read() -> None:
+            barrier.wait()
+            for _ in range(5):
+                assert store.device(GUID) is not None
+
+        threads = [threading.Thread(target=read) for _ in range(40)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    burst()
+    files = len(os.listdir("/proc/self/fd"))
+    for _ in range(6):
+        burst()  # 40 new threads each time
+    assert len(os.listdir("/proc/self/fd")) <= files
+    assert len(store._readers) <= READERS  # type: ignore[attr-defined]

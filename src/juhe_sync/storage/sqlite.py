@@ -10,12 +10,13 @@ thread and never wait for the writer (WAL).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,6 +33,9 @@ from juhe_sync.storage.writer import Writer
 log = logging.getLogger("juhe_sync.storage")
 
 T = TypeVar("T")
+
+#: Read connections per store: more reads at once wait for one (two cores serve no more anyway).
+READERS = 8
 
 
 def sqlite_path(url: str) -> str:
@@ -115,7 +119,7 @@ _FTS_DELETE = "INSERT INTO message_fts (message_fts, rowid, meta, uni, bi) VALUE
 
 
 class SQLiteStore(SQLStore):
-    def __init__(self, url: str, rules: Rules, *, max_batch: int = 256):
+    def __init__(self, url: str, rules: Rules, *, max_batch: int = 256, max_readers: int = READERS):
         self.url = url
         self.path = sqlite_path(url)
         parent = Path(self.path).parent
@@ -124,9 +128,13 @@ class SQLiteStore(SQLStore):
         self.dialect = SQLiteDialect()
         self.writer = Writer(self.dialect, rules)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._local = threading.local()
+        # A fixed pool of read connections, handed to whichever thread reads. Connections kept per
+        # thread piled up as the server's thread pool retired threads and started new ones (each
+        # with up to 64 MB of page cache), until the process ran out of file handles.
+        self._idle: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        self._max_readers = max_readers
         self._closed = False
         self._wconn = self._connect()
         self._thread = threading.Thread(target=self._run, name="juhe-sync-sqlite-writer", daemon=True)
@@ -148,16 +156,31 @@ class SQLiteStore(SQLStore):
             conn.execute("PRAGMA query_only = 1")
         return conn
 
-    def _reader(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            if self._closed:
-                raise StorageError("the store is closed")
-            conn = self._connect(readonly=True)
-            self._local.conn = conn
-            with self._readers_lock:
+    @contextlib.contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        """A read connection for the duration of the block: an idle one, a new one while there are
+        fewer than ``max_readers``, else the next one returned (LIFO: warm caches stay in use)."""
+        if self._closed:
+            raise StorageError("the store is closed")
+        conn = self._take_reader()
+        try:
+            yield conn
+        finally:
+            if conn.in_transaction:  # a read that failed midway must not pin an old snapshot
+                conn.rollback()
+            self._idle.put(conn)
+
+    def _take_reader(self) -> sqlite3.Connection:
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            pass
+        with self._readers_lock:
+            if len(self._readers) < self._max_readers:
+                conn = self._connect(readonly=True)
                 self._readers.append(conn)
-        return conn
+                return conn
+        return self._idle.get()
 
     # --- the writer ------------------------------------------------------------------------
 
@@ -205,7 +228,8 @@ class SQLiteStore(SQLStore):
     # --- Store -----------------------------------------------------------------------------
 
     def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return fn(self._reader())
+        with self._reader() as conn:
+            return fn(conn)
 
     def migrate(self) -> list[str]:
         return self.submit(lambda conn: apply_pending(conn, "sqlite")).result()
