@@ -158,6 +158,8 @@ class IngestOutcome:
 class ReplayStats:
     events: int = 0
     failed: int = 0
+    #: Bodies that no longer match the key they were journalled under: reported, not applied.
+    mismatched: int = 0
     messages_added: int = 0
     messages_changed: int = 0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.conftest import ACCOUNT, GUID, callback_fixtures, fixture_text
+from tests.conftest import ACCOUNT, GUID, Server, callback_fixtures, fixture_text
 
 ACK = {"success": True, "message": "Callback processed"}
 
@@ -176,3 +176,9 @@ def test_openapi_documents_the_error_body(client: httpx.Client) -> None:
             assert op["responses"]["400"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
     assert "404" in doc["paths"]["/api/sync-status"]["get"]["responses"]
     assert client.get("/docs").status_code == 200
+
+
+def test_probes_need_no_token_and_readiness_follows_the_database(server: Server) -> None:
+    assert httpx.get(server.url + "/healthz").json() == {"success": True}
+    assert httpx.get(server.url + "/readyz").json() == {"success": True}
+    assert httpx.get(server.url + "/readyz", headers={"Host": "10.0.0.5:8070"}).status_code == 200

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from typing import Any
 
 import pytest
 
@@ -266,3 +267,19 @@ def test_one_transaction_sees_its_own_device_changes_and_counts_exactly(store: S
     store.replay()  # the fix is deployed
     device = store.device(GUID)
     assert device is not None and device.messages_count == 3 and device.rooms_count == 1
+
+
+def test_replay_refuses_a_body_that_no_longer_matches_its_key(store: SQLStore) -> None:
+    """A journal body changed after it was stored (damage, a hand edit) that still parses must not
+    rewrite its message on replay: it is reported and left alone."""
+    feed(store, fixture_text("callback_11010_text_private_inbound.json"))
+    before = snapshot(store)
+
+    def tamper(conn: Any) -> None:
+        body = conn.execute("SELECT body FROM journal").fetchone()[0]
+        conn.execute("UPDATE journal SET body = ?", (body.replace("报价单", "付款单"),))
+
+    store.submit(tamper).result()
+    stats = store.replay()
+    assert (stats.events, stats.mismatched, stats.messages_changed) == (1, 1, 0)
+    assert snapshot(store)["messages"] == before["messages"]

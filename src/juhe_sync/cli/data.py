@@ -102,9 +102,9 @@ def replay(
         store.close()
     console.print(
         f"events {stats.events}, messages added {stats.messages_added}, "
-        f"changed {stats.messages_changed}, failed {stats.failed}"
+        f"changed {stats.messages_changed}, failed {stats.failed}, not matching their key {stats.mismatched}"
     )
-    if stats.failed:
+    if stats.failed or stats.mismatched:
         raise typer.Exit(1)
 
 

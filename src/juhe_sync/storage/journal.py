@@ -78,23 +78,37 @@ class _ApplyFailed(Recovery):
         return IngestOutcome("failed", int(row[0]))
 
 
+#: What replay reports for a body that no longer matches the key it was stored under.
+MISMATCH = "mismatch"
+
+
 def replay_chunk(
     writer: Writer, conn: Conn, after_id: int, device_id: int | None, limit: int
-) -> tuple[int | None, list[tuple[int, Applied | None]]]:
-    """Re-normalise up to ``limit`` journalled events after ``after_id``; returns the last id seen."""
-    sql = "SELECT id, device_id, body, received_at FROM journal WHERE id > ?"
+) -> tuple[int | None, list[tuple[int, Applied | str | None]]]:
+    """Re-normalise up to ``limit`` journalled events after ``after_id``; returns the last id seen.
+
+    Each body is checked against the key it was journalled under first: a body changed since
+    (a damaged disk, a hand edit) is reported as :data:`MISMATCH` and not applied, so it cannot
+    silently rewrite the messages it names."""
+    sql = "SELECT id, device_id, body, received_at, event_key FROM journal WHERE id > ?"
     params: list[Any] = [after_id]
     if device_id is not None:
         sql += " AND device_id = ?"
         params.append(device_id)
     rows = conn.execute(sql + " ORDER BY id LIMIT ?", (*params, limit)).fetchall()
-    done: list[tuple[int, Applied | None]] = []
-    for journal_id, dev_id, body, received_at in rows:
+    done: list[tuple[int, Applied | str | None]] = []
+    for journal_id, dev_id, body, received_at, key in rows:
+        try:
+            event = writer.rules.parse(body)
+        except Exception:
+            event = None
+        if event is None or event.key != bytes(key):
+            log.warning("journal entry %s does not match its key; not replayed", journal_id)
+            done.append((journal_id, MISMATCH))
+            continue
         try:
             with savepoint(conn, "replay_event", writer):
-                applied = replay_event(
-                    writer, conn, journal_id, dev_id, writer.rules.parse(body), received_at
-                )
+                applied = replay_event(writer, conn, journal_id, dev_id, event, received_at)
         except Exception as exc:
             if writer.dialect.is_transient(exc):
                 raise

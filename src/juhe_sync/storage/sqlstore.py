@@ -164,6 +164,10 @@ class SQLStore(abc.ABC):
     def verified_guids(self) -> list[str]:
         return self.read(tokens.verified_guids)
 
+    def ping(self) -> None:
+        """A trivial read: raises if the database does not answer."""
+        self.read(lambda c: c.execute("SELECT 1").fetchone())
+
     def device_ids(self) -> list[tuple[int, str]]:
         return self.read(
             lambda c: [
@@ -199,6 +203,8 @@ class SQLStore(abc.ABC):
                 stats.events += 1
                 if applied is None:
                     stats.failed += 1
+                elif isinstance(applied, str):
+                    stats.mismatched += 1
                 else:
                     stats.messages_added += applied.messages_added
                     stats.messages_changed += applied.messages_changed

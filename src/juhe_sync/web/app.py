@@ -14,6 +14,7 @@ from starlette.responses import Response
 
 from juhe_sync import __version__
 from juhe_sync.config import Settings
+from juhe_sync.errors import ApiError
 from juhe_sync.ingest.envelope import parse_body
 from juhe_sync.redact import install_log_filter
 from juhe_sync.service.access import Unauthorized
@@ -32,8 +33,11 @@ _ACK = b'{"success":true,"message":"Callback processed"}'
 #: Bodies above this many bytes are parsed and normalised in a worker thread, one at a time: the
 #: event loop keeps answering, and concurrent large callbacks cannot add up their memory.
 LARGE_BODY = 256 * 1024
-#: Routes without an API token: liveness, and the callback (it has its own secret).
-PUBLIC_ROUTES = ("/healthz", "/callback")
+#: Routes without an API token: liveness and readiness, and the callback (it has its own secret).
+PROBES = ("/healthz", "/readyz")
+PUBLIC_ROUTES = (*PROBES, "/callback")
+#: Seconds /readyz gives the database to answer a trivial query.
+READY_TIMEOUT = 2.0
 
 Guid = Annotated[str, Query(min_length=1, description="Device GUID.")]
 PageNo = Annotated[int, Query(ge=1, le=1_000_000_000, description="Page number, from 1.")]
@@ -86,7 +90,7 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
         EdgeGuard,
         hosts=HostRule(settings.host_patterns),
         public=PUBLIC_ROUTES,
-        unchecked_host=("/healthz",),
+        unchecked_host=PROBES,
     )
     large_bodies = asyncio.Semaphore(1)
     # One thread for them too: what a large body allocates is freed into the same malloc arena
@@ -268,7 +272,19 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
             return Response(_ACK, media_type="application/json")
 
     @app.get("/healthz", include_in_schema=False)
-    def healthz() -> Response:
+    async def healthz() -> Response:
+        # Liveness: answered on the event loop, touching nothing that can block (not the database,
+        # not the thread pool that reads use).
+        return json_response({"success": True})
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> Response:
+        """Readiness: the database answers a trivial query within READY_TIMEOUT seconds."""
+        try:
+            await asyncio.wait_for(asyncio.to_thread(request.app.state.store.ping), READY_TIMEOUT)
+        except Exception as exc:  # a timeout, a refused connection, a closed store: all "not ready"
+            log.warning("not ready: %s", type(exc).__name__)
+            raise ApiError("The database is not answering", status=503, code="STORAGE_UNAVAILABLE") from None
         return json_response({"success": True})
 
     app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
