@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     )
     api_token: SecretStr = Field(
         SecretStr(""),
-        description="When set, every route but `/healthz` and `/callback` requires `Authorization: Bearer <token>` "
+        description="When set, every route but `/healthz`, `/readyz` and `/callback` requires `Authorization: Bearer <token>` "
         "(an admin token; several, comma-separated, while rotating). More tokens, scoped to devices: `juhe-sync token create`.",
     )
     callback_token: SecretStr = Field(
