@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import warnings
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,6 +38,11 @@ class Settings(BaseSettings):
         description="Server processes `serve` runs. More than one wants PostgreSQL (see Deployment).",
     )
     log_level: str = Field("info", description="Log level: `debug`, `info`, `warning` or `error`.")
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="`text`, or `json`: one JSON object per line (time, level, logger, message, request_id, "
+        "exception) for everything the server logs, uvicorn included.",
+    )
     max_body_bytes: int = Field(
         16 * 1024 * 1024,
         ge=1024,

@@ -64,13 +64,3 @@ class SecretFilter(logging.Filter):
         if record.exc_text:
             record.exc_text = mask(record.exc_text, self.secrets)
         return True
-
-
-def install_log_filter(secrets: Iterable[str]) -> None:
-    """Attach one :class:`SecretFilter` to every handler of the root and uvicorn loggers."""
-    secret_filter = SecretFilter(secrets)
-    for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access"):
-        for handler in logging.getLogger(name).handlers:
-            for old in [f for f in handler.filters if isinstance(f, SecretFilter)]:
-                handler.removeFilter(old)
-            handler.addFilter(secret_filter)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from typing import Annotated
 
 import typer
 
-from juhe_sync.cli.common import DatabaseUrl, app, console, fail, open_migrated
+from juhe_sync import logs
+from juhe_sync.cli.common import DatabaseUrl, app, fail, open_migrated
 from juhe_sync.config import Settings
 from juhe_sync.redact import safe_url
+
+log = logging.getLogger("juhe_sync.serve")
 
 
 @app.command()
@@ -50,13 +54,13 @@ def serve(
             f"refusing to listen on {settings.host} with no token: set JUHE_SYNC_API_TOKEN and "
             "JUHE_SYNC_CALLBACK_TOKEN (or pass --insecure)"
         )
+    log_config = logs.dict_config(settings.log_level, settings.log_format, settings.secrets())
+    logs.configure(settings.log_level, settings.log_format, settings.secrets())
     _raise_file_limit(settings.max_connections)
-    console.print(
-        f"juhe-sync on http://{settings.host}:{settings.port} ({safe_url(settings.database_url)}, "
-        f"{settings.workers} process(es)){_exposure(settings, api_tokens)}",
-        markup=False,
-        highlight=False,
-    )
+    log.info(
+        "juhe-sync on http://%s:%s (%s, %d process(es))%s", settings.host, settings.port,
+        safe_url(settings.database_url), settings.workers, _exposure(settings, api_tokens),
+    )  # fmt: skip
     uvicorn.run(
         "juhe_sync.web.app:app_from_env",
         factory=True,
@@ -68,6 +72,7 @@ def serve(
         http=IMPORT_PATH,
         server_header=False,
         timeout_graceful_shutdown=math.ceil(settings.client_timeout),
+        log_config=log_config,
     )
 
 
@@ -93,8 +98,8 @@ def _raise_file_limit(connections: int) -> None:
         target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         if target < wanted:
-            console.print(
-                f"warning: open-file limit {target} is below JUHE_SYNC_MAX_CONNECTIONS + 256; "
-                "raise it (ulimit -n, LimitNOFILE=) or lower the connection cap",
-                markup=False,
+            log.warning(
+                "open-file limit %d is below JUHE_SYNC_MAX_CONNECTIONS + 256; raise it (ulimit -n, "
+                "LimitNOFILE=) or lower the connection cap",
+                target,
             )

@@ -78,6 +78,11 @@ class Ingestor:
         return event, outcome
 
     async def _after(self, event: Event, outcome: IngestOutcome, *, trusted: bool) -> None:
+        if outcome.skipped:
+            log.warning(
+                "callback %s of %s: %d item(s) skipped, not messages (kept in the journal)",
+                outcome.journal_id, event.guid, outcome.skipped,
+            )  # fmt: skip
         if trusted and event.guid not in self._verified:
             await asyncio.to_thread(self.store.mark_verified, event.guid)
             self._verified.add(event.guid)

@@ -39,11 +39,9 @@ def ingest(
             raise
         log.exception("callback %s of %s not applied; journalled as failed", journal_id, event.guid)
         raise _ApplyFailed(writer, event, raw, received_at, exc) from exc
+    # Items of a batch that are not messages are counted (the caller reports them); the rest of
+    # the batch is stored, and the journal keeps them for a later replay.
     skipped = prepared.effects.skipped
-    if skipped:
-        # Items of a batch that are not messages (not objects, or missing what every message
-        # has): the rest of the batch is stored; the journal keeps them for a later replay.
-        log.warning("callback %s of %s: %d item(s) skipped, not messages", journal_id, event.guid, skipped)
     return IngestOutcome("stored", journal_id, applied.messages_added, prepared.effects.pulls, skipped)
 
 

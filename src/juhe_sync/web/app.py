@@ -12,11 +12,10 @@ from typing import Annotated, Any, Literal
 from fastapi import Body, FastAPI, Query, Request
 from starlette.responses import Response
 
-from juhe_sync import __version__
+from juhe_sync import __version__, logs
 from juhe_sync.config import Settings
 from juhe_sync.errors import ApiError
 from juhe_sync.ingest.envelope import parse_body
-from juhe_sync.redact import install_log_filter
 from juhe_sync.service.access import Unauthorized
 from juhe_sync.service.ingest import Ingestor
 from juhe_sync.service.runtime import Runtime
@@ -53,10 +52,8 @@ Cursor = Annotated[
 def app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory``: settings from the environment."""
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    install_log_filter(settings.secrets())
+    if not logging.getLogger().handlers:  # ``serve`` has configured logging already (in uvicorn)
+        logs.configure(settings.log_level, settings.log_format, settings.secrets())
     return create_app(settings)
 
 

@@ -8,12 +8,15 @@ without anyone remembering to protect it.
 from __future__ import annotations
 
 import asyncio
+import re
+import uuid
 from collections.abc import Iterable
 
 from starlette.datastructures import QueryParams
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from juhe_sync.errors import ApiError, InvalidParams
+from juhe_sync.logs import request_id
 from juhe_sync.service.access import OPEN, Authenticator, Forbidden, Principal, Unauthorized
 from juhe_sync.web.responses import error_response
 
@@ -89,13 +92,25 @@ class EdgeGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        rid = _request_id(scope)
+        token = request_id.set(rid)
+        rid_header = (b"x-request-id", rid.encode("ascii"))
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), rid_header]
+            await send(message)
+
         try:
-            scope.setdefault("state", {})["principal"] = await self._admit(scope)
-        except ApiError as exc:
-            headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-            await error_response(exc, headers)(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
+            try:
+                scope.setdefault("state", {})["principal"] = await self._admit(scope)
+            except ApiError as exc:
+                headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+                await error_response(exc, headers)(scope, receive, send_with_id)
+                return
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id.reset(token)
 
     async def _admit(self, scope: Scope) -> Principal:
         host = origin = fetch_site = authorization = None
@@ -144,6 +159,20 @@ async def _authenticate(auth: Authenticator, authorization: str | None) -> Princ
     if principal is None:
         raise Unauthorized("the API token is not valid")
     return principal
+
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def _request_id(scope: Scope) -> str:
+    """The client's (or the proxy's) ``X-Request-ID`` when it is a sane token, else a new one."""
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            text = str(value.decode("latin-1"))
+            if _REQUEST_ID.match(text):
+                return text
+            break
+    return uuid.uuid4().hex
 
 
 def _cross_site(origin: str | None, fetch_site: str | None, host: str | None, hosts: HostRule) -> bool:

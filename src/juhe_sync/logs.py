@@ -1,0 +1,78 @@
+"""Logging for the whole process, uvicorn's included: plain lines or one JSON object per line
+(``JUHE_SYNC_LOG_FORMAT``), the request id of the request being served, and no secrets.
+
+``serve`` hands :func:`dict_config` to uvicorn, which applies it in every worker process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.config
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any
+
+#: The id of the request this task serves (set by the web edge), for every log line it writes.
+request_id: ContextVar[str | None] = ContextVar("juhe_sync_request_id", default=None)
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC, ISO 8601), level, logger, message, request id, and the
+    traceback as one string when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        rid = getattr(record, "request_id", None)
+        if rid:
+            entry["request_id"] = rid
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def dict_config(level: str, fmt: str, secrets: list[str]) -> dict[str, Any]:
+    """One handler on stderr for every logger (juhe-sync's, uvicorn's, libraries'), masking
+    ``secrets`` and stamping request ids."""
+    formatter: dict[str, Any] = {"()": JsonFormatter} if fmt == "json" else {"format": TEXT_FORMAT}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {
+            "secrets": {"()": "juhe_sync.redact.SecretFilter", "secrets": secrets},
+            "request_id": {"()": RequestIdFilter},
+        },
+        "formatters": {"default": formatter},
+        "handlers": {
+            "default": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+                "formatter": "default",
+                "filters": ["request_id", "secrets"],
+            }
+        },
+        "root": {"handlers": ["default"], "level": level.upper()},
+        "loggers": {
+            name: {"handlers": [], "level": level.upper(), "propagate": True}
+            for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+        },
+    }
+
+
+def configure(level: str, fmt: str, secrets: list[str]) -> None:
+    logging.config.dictConfig(dict_config(level, fmt, secrets))
