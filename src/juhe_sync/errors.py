@@ -44,6 +44,13 @@ class StorageError(ApiError):
     code = "STORAGE_ERROR"
 
 
+class StorageUnavailable(ApiError):
+    """The database does not answer right now; the request may be tried again shortly."""
+
+    status = 503
+    code = "STORAGE_UNAVAILABLE"
+
+
 def error_body(message: str, code: str) -> dict[str, Any]:
     """The documented error body. Every error response of juhe-sync is built here."""
     return {"success": False, "error": message, "code": code}

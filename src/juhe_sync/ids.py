@@ -6,6 +6,12 @@ from typing import Any
 
 _ABSENT = {"", "0", "null", "none"}
 
+#: Longest id or key stored (message ids, appinfo, seq, user and room ids): indexed columns must
+#: fit an index entry on every backend (PostgreSQL's B-tree takes ~2.7 KB; 512 characters are at
+#: most 2 KB of UTF-8). Real ids are a few dozen characters.
+MAX_ID_LENGTH = 512
+_INT64 = (-(2**63), 2**63 - 1)
+
 
 def clean_text(value: str) -> str:
     """Text every backend can store: no NUL (PostgreSQL refuses it), no lone surrogates."""
@@ -39,16 +45,25 @@ def norm_id(value: Any) -> str | None:
 
 
 def int_or_none(value: Any) -> int | None:
-    """An integer field that may arrive as an int or a digit string."""
+    """An integer field that may arrive as an int or a digit string; ``None`` (an unknown value, as
+    §13.2 treats them) when it is neither, or beyond 64 bits (no backend stores it)."""
     if isinstance(value, bool):
         return None
+    number: int | None = None
     if isinstance(value, int):
-        return value
-    if isinstance(value, str):
+        number = value
+    elif isinstance(value, str):
         text = value.strip()
-        if text.lstrip("-").isdigit():
-            return int(text)
-    return None
+        if text.lstrip("-").isdigit() and text.isascii() and len(text) <= 20:
+            number = int(text)
+    if number is None or not _INT64[0] <= number <= _INT64[1]:
+        return None
+    return number
+
+
+def too_long(*values: str | None) -> bool:
+    """Whether any of these ids is longer than can be stored (see :data:`MAX_ID_LENGTH`)."""
+    return any(v is not None and len(v) > MAX_ID_LENGTH for v in values)
 
 
 def contact_type(user_id: str) -> str:

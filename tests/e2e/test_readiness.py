@@ -1,5 +1,5 @@
-"""Readiness follows the database, liveness does not: PostgreSQL reached through a connection
-that the test cuts and restores."""
+"""Readiness and reads follow the database, liveness does not: PostgreSQL reached through a
+connection that the test cuts and restores."""
 
 from __future__ import annotations
 
@@ -32,12 +32,22 @@ def test_readyz_follows_the_database_and_healthz_stays_live(tmp_path: Path) -> N
                 assert time.monotonic() - started < 5
                 live = httpx.get(server.url + "/healthz", timeout=10)
                 assert live.status_code == 200 and live.elapsed.total_seconds() < 0.5
+                # Reads fail fast with 503 (the client may retry), never hang or answer 500.
+                for _ in range(3):
+                    t0 = time.monotonic()
+                    r = httpx.get(server.url + "/api/rooms", params={"guid": "x"}, timeout=30)
+                    assert r.status_code == 503 and r.json()["code"] == "STORAGE_UNAVAILABLE", r.text
+                    assert "psycopg" not in r.text and time.monotonic() - t0 < 8
                 proxy.restore()
-                deadline = time.monotonic() + 30
-                while httpx.get(server.url + "/readyz", timeout=10).status_code != 200:
+                back = time.monotonic()
+                deadline = back + 30
+                while (
+                    httpx.get(server.url + "/readyz", timeout=10).status_code != 200
+                    or httpx.get(server.url + "/api/rooms", params={"guid": "x"}, timeout=30).status_code != 200
+                ):
                     assert time.monotonic() < deadline, "not ready again after the database came back"
                     time.sleep(0.2)
-                print(f"ready again {time.monotonic() - started:.1f} s after the cut")
+                print(f"reads answer again {time.monotonic() - back:.1f} s after the database came back")
             finally:
                 server.stop()
     finally:

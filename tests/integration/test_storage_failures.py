@@ -7,6 +7,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,7 +60,9 @@ def test_sqlite_waits_for_a_lock_held_by_another_process(tmp_path: Path) -> None
         store = open_store(url)
         store.migrate()
         try:
-            other = sqlite3.connect(str(tmp_path / "juhe-sync.db"), isolation_level=None, check_same_thread=False)
+            other = sqlite3.connect(
+                str(tmp_path / "juhe-sync.db"), isolation_level=None, check_same_thread=False
+            )
             other.execute("BEGIN IMMEDIATE")
             threading.Timer(0.8, lambda: other.execute("COMMIT")).start()
             started = time.monotonic()
@@ -93,15 +96,15 @@ def test_a_batch_that_cannot_commit_fails_whole_and_the_next_works(
     assert store.journal_size() == 2
 
 
-def test_sqlite_read_connections_stay_bounded_as_threads_come_and_go(store: SQLStore) -> None:
+def test_sqlite_read_connections_stay_bounded_as_threads_come_and_go(tmp_path: Path) -> None:
     """Reads from ever new threads (as a server's thread pool retires and starts them) reuse a
     fixed pool of connections: open files stay flat."""
-    if not store.url.startswith("sqlite"):
-        pytest.skip("SQLite keeps its own read connections; PostgreSQL has a bounded pool")
     import os
 
     from juhe_sync.storage.sqlite import READERS
 
+    store = open_store(f"sqlite:///{tmp_path / 'readers.db'}")
+    store.migrate()
     feed(store, fixture_text("callback_11010_text_room.json"))
 
     def burst() -> None:
@@ -124,3 +127,31 @@ def test_sqlite_read_connections_stay_bounded_as_threads_come_and_go(store: SQLS
         burst()  # 40 new threads each time
     assert len(os.listdir("/proc/self/fd")) <= files
     assert len(store._readers) <= READERS  # type: ignore[attr-defined]
+    store.close()
+
+
+def test_a_permanent_error_fails_only_its_own_job(store: SQLStore) -> None:
+    """A statement that fails the same way every time (here a NOT NULL violation) is not retried and
+    does not take the jobs committed with it down (before, PostgreSQL retried the whole batch and
+    failed every good callback in it)."""
+
+    def good(conn: Any) -> str:
+        conn.execute(
+            "INSERT INTO leases (name, owner, expires_at) VALUES (?, 'x', 0)",
+            (f"good-{id(conn)}-{time.monotonic_ns()}",),
+        )
+        return "ok"
+
+    def bad(conn: Any) -> None:
+        conn.execute("INSERT INTO leases (name, owner, expires_at) VALUES ('bad', NULL, 0)")  # NOT NULL
+
+    futures = [store.submit(job, "same-device") for job in (good, bad, good, bad, good)]
+    outcomes = []
+    for future in futures:
+        try:
+            outcomes.append(future.result(timeout=30))
+        except Exception as exc:
+            assert not isinstance(exc, StorageError), exc  # the job's own error, not a failed batch
+            outcomes.append("failed")
+    assert outcomes == ["ok", "failed", "ok", "failed", "ok"]
+    assert lease_count(store) == 3

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from juhe_sync.errors import InvalidParams
+from juhe_sync.ids import MAX_ID_LENGTH
 from juhe_sync.records import Event
 
 NEW_MSG = 11010
@@ -94,6 +95,8 @@ def parse_envelope(body: Any, size: int = 0) -> Event:
     data = event.get("data")
     if notify_type == NEW_MSG and not isinstance(data, dict):
         raise InvalidParams("data of a 11010 callback must be an object")
+    if notify_type == NEW_MSG and isinstance(data, dict) and _overlong_ids(data):
+        raise InvalidParams(f"message ids and keys are at most {MAX_ID_LENGTH} characters")
     if notify_type == BATCH_NEW_MSG and not isinstance(data, list | dict):
         raise InvalidParams("data of a 11013 callback must be a list of messages")
     return Event(guid=guid.strip(), notify_type=notify_type, data=data, key=event_key(event, size))
@@ -116,6 +119,14 @@ def _unwrap(body: dict[str, Any]) -> dict[str, Any]:
     if isinstance(inner, dict) and "notify_type" in inner:
         return inner
     raise InvalidParams("Not a callback: no notify_type in the body, event or data")
+
+
+#: The fields of a message that are ids or keys (stored in indexed columns).
+_ID_FIELDS = ("appinfo", "id", "seq", "sender", "receiver", "roomid", "referid")
+
+
+def _overlong_ids(data: dict[str, Any]) -> bool:
+    return any(isinstance(v, str | int) and len(str(v)) > MAX_ID_LENGTH for v in map(data.get, _ID_FIELDS))
 
 
 def _storable(text: str) -> bool:

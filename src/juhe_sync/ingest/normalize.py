@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from juhe_sync.ids import clean_text, contact_type, int_or_none, norm_id
+from juhe_sync.ids import clean_text, contact_type, int_or_none, norm_id, too_long
 from juhe_sync.ingest import msgtypes, wechat
 from juhe_sync.ingest.envelope import BATCH_NEW_MSG, NEW_MSG, canonical_json
 from juhe_sync.records import ContactSeen, DeviceUpdate, Direction, Effects, Event, MessageRecord
@@ -65,6 +65,9 @@ def _batch(event: Event, account: str | None, received_at: int, out: Effects) ->
 def _add_message(data: dict[str, Any], account: str | None, received_at: int, out: Effects) -> None:
     msg_type = int_or_none(data.get("msg_type"))
     referid = norm_id(data.get("referid"))
+    if too_long(referid):
+        out.skipped += 1
+        return
     if referid is not None:
         # A subsidiary record changes an earlier message; it is never a chat message itself.
         if msg_type == msgtypes.REVOKE:
@@ -126,6 +129,8 @@ def normalize_message(data: dict[str, Any], account: str | None, received_at: in
     msg_id = norm_id(data.get("id"))
     seq = norm_id(data.get("seq"))
     appinfo = _text(data.get("appinfo"))
+    if too_long(sender, receiver, room_id, msg_id, seq, appinfo):
+        return None  # never storable: skipped (a single 11010 was refused by the envelope already)
     return MessageRecord(
         dedup_key=message_key(appinfo, msg_id, seq, data),
         msg_id=msg_id,

@@ -22,11 +22,11 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg import errors as pg_errors
-from psycopg_pool import ConnectionPool
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from juhe_sync.backoff import Backoff
-from juhe_sync.errors import StorageError
+from juhe_sync.errors import StorageError, StorageUnavailable
 from juhe_sync.records import MessageQuery, Page
 from juhe_sync.storage import reads, search
 from juhe_sync.storage.batches import STOP, Outcome, WriteJob, fail, next_batch, settle
@@ -42,7 +42,37 @@ T = TypeVar("T")
 _MIGRATION_LOCK = 7_260_415
 #: First key of the two-key advisory locks that serialise writes per device.
 _DEVICE_LOCK_SPACE = 7_260_416
-_RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure, psycopg.OperationalError)
+#: Seconds: opening a connection, one statement, a read waiting for a pooled connection.
+CONNECT_TIMEOUT = 5
+STATEMENT_TIMEOUT = 60
+READ_WAIT = 5.0
+
+
+def connect_options(conninfo: str) -> dict[str, Any]:
+    """Timeouts and keepalives, added to (never replacing) what the URL sets."""
+    given = conninfo_to_dict(conninfo)
+    options = f"{given.get('options') or ''} -c statement_timeout={STATEMENT_TIMEOUT * 1000}".strip()
+    found: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT, "keepalives": 1, "keepalives_idle": 10,
+                             "keepalives_interval": 5, "keepalives_count": 3}  # fmt: skip
+    return {**found, **{k: v for k, v in given.items() if k in found}, "options": options}
+
+
+#: SQLSTATE classes worth a retry of the whole batch: 40 transaction rollback (serialisation
+#: failure, deadlock), 08 connection exception, 57P operator intervention (shutdown, cannot connect
+#: now), 53 insufficient resources. Anything else (a value too large for an index row, a number
+#: out of range) fails the same way every time: retrying it would fail the good jobs batched with it.
+_TRANSIENT_STATES = ("40", "08", "57P", "53")
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, psycopg.errors.PipelineAborted):
+        return False  # the error that aborted the pipeline is the one that counts
+    if not isinstance(exc, psycopg.Error):
+        return False
+    state = exc.sqlstate
+    if state is None:  # no answer from the server: a lost connection
+        return isinstance(exc, psycopg.OperationalError)
+    return state.startswith(_TRANSIENT_STATES)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -66,7 +96,7 @@ class PostgresDialect:
     extra_columns: tuple[str, ...] = ("grams",)
 
     def is_transient(self, exc: BaseException) -> bool:
-        return isinstance(exc, _RETRYABLE)
+        return is_transient(exc)
 
     def mark(self) -> int:
         return 0  # nothing is held back: grams are written with their rows
@@ -107,6 +137,7 @@ class PostgresStore(SQLStore):
     ):
         self.url = url
         self.conninfo = url.replace("postgresql+psycopg://", "postgresql://")
+        self.options = connect_options(self.conninfo)
         self.max_batch = max_batch
         self.writer = Writer(PostgresDialect(), rules)
         # One queue per writer; a device's jobs always go to the same one (by its lock key), so they
@@ -115,9 +146,14 @@ class PostgresStore(SQLStore):
         self._queues: list[queue.SimpleQueue[Any]] = [queue.SimpleQueue() for _ in range(writers)]
         self._next_queue = itertools.count()
         self._closed = False
+        # A database that is away must cost seconds, not minutes: connections give up after
+        # CONNECT_TIMEOUT, notice a dead peer through TCP keepalives, statements end after
+        # STATEMENT_TIMEOUT, a pooled connection is checked before it is handed out, and a read
+        # waits at most READ_WAIT for one (then 503, and the client tries again).
         self.pool = ConnectionPool(
-            self.conninfo, min_size=1, max_size=pool_size, kwargs={"autocommit": True}, open=True, timeout=30
-        )
+            self.conninfo, min_size=1, max_size=pool_size, kwargs={"autocommit": True, **self.options},
+            open=True, timeout=READ_WAIT, check=ConnectionPool.check_connection, reconnect_timeout=READ_WAIT,
+        )  # fmt: skip
         self._threads = [
             threading.Thread(target=self._run, args=(q,), name=f"juhe-sync-pg-writer-{i}", daemon=True)
             for i, q in enumerate(self._queues)
@@ -139,7 +175,7 @@ class PostgresStore(SQLStore):
         return job.future
 
     def _connect(self) -> psycopg.Connection[Any]:
-        return psycopg.connect(self.conninfo, autocommit=False)
+        return psycopg.connect(self.conninfo, autocommit=False, **self.options)
 
     def _run(self, jobs_queue: queue.SimpleQueue[Any]) -> None:
         conn: psycopg.Connection[Any] | None = None
@@ -162,8 +198,10 @@ class PostgresStore(SQLStore):
                 if conn is None or conn.closed:
                     conn = self._connect()
                 outcomes = self._attempt(conn, jobs)
-            except _RETRYABLE as exc:
+            except Exception as exc:
                 last_error = exc
+                if not is_transient(exc):
+                    break
                 log.warning("write batch attempt %d failed (%s); retrying", attempt + 1, exc)
                 if conn is not None and not conn.closed:
                     try:
@@ -172,9 +210,6 @@ class PostgresStore(SQLStore):
                         conn.close()
                 time.sleep(backoff.next())
                 continue
-            except Exception as exc:
-                last_error = exc
-                break
             settle(outcomes)
             return conn
         log.error("write batch of %d jobs failed: %s", len(jobs), last_error)
@@ -183,7 +218,8 @@ class PostgresStore(SQLStore):
                 conn.rollback()
             except psycopg.Error:
                 conn.close()
-        fail(jobs, StorageError(f"database write failed: {last_error}"))
+        # The client learns that nothing was stored (and retries); the database's text stays here.
+        fail(jobs, StorageError("The database could not store this; nothing was stored"))
         return conn
 
     def _attempt(self, raw: psycopg.Connection[Any], jobs: list[WriteJob]) -> list[Outcome]:
@@ -209,11 +245,18 @@ class PostgresStore(SQLStore):
     # --- reads -----------------------------------------------------------------------------
 
     def read(self, fn: Callable[[Any], T]) -> T:
-        with self.pool.connection() as raw:
-            return fn(PgConn(raw))
+        try:
+            with self.pool.connection() as raw:
+                return fn(PgConn(raw))
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            if isinstance(exc, psycopg.OperationalError) and not is_transient(exc):
+                raise
+            log.warning("read failed, the database is not answering: %s", type(exc).__name__)
+            raise StorageUnavailable("The database is not answering; try again shortly") from None
 
     def migrate(self) -> list[str]:
-        with psycopg.connect(self.conninfo, autocommit=False) as raw:
+        # No statement timeout here: a migration may rewrite a large table.
+        with psycopg.connect(self.conninfo, autocommit=False, connect_timeout=CONNECT_TIMEOUT) as raw:
             conn = PgConn(raw)
             conn.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
             applied = apply_pending(conn, "postgresql")

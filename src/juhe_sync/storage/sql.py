@@ -8,6 +8,7 @@ One SQL implementation for every backend: statements use ``?`` placeholders and 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -124,6 +125,7 @@ def run_job(
             if sync is not None:
                 sync()
         except Recovery as recovery:
+            _end_aborted(sync)
             conn.execute("ROLLBACK TO SAVEPOINT job")
             writer.rollback_to(mark)
             result = recovery.recover(conn)
@@ -134,12 +136,21 @@ def run_job(
     except Exception as exc:
         if writer.dialect.is_transient(exc):
             raise
+        _end_aborted(sync)
         conn.execute("ROLLBACK TO SAVEPOINT job")
         conn.execute("RELEASE SAVEPOINT job")
         if sync is not None:
             sync()
         writer.rollback_to(mark)
         return None, exc
+
+
+def _end_aborted(sync: Callable[[], None] | None) -> None:
+    """In pipeline mode a failed statement aborts the statements queued after it until the next
+    sync point: reach it, so that the job's savepoint can be rolled back (its error is known)."""
+    if sync is not None:
+        with contextlib.suppress(Exception):
+            sync()
 
 
 class Recovery(Exception):

@@ -215,13 +215,16 @@ class SQLiteStore(SQLStore):
             conn.execute("COMMIT")
         except Exception as exc:
             pending.clear()
-            log.exception("write transaction failed; %d jobs not committed", len(jobs))
+            # One line, no traceback: a full disk or a broken file is not a bug of ours.
+            log.error(
+                "write transaction failed; %d jobs not committed: %s: %s", len(jobs), type(exc).__name__, exc
+            )
             if conn.in_transaction:
                 try:
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     log.exception("rollback failed")
-            fail(jobs, StorageError(f"database write failed: {exc}"))
+            fail(jobs, StorageError("The database could not store this; nothing was stored"))
             return
         settle(outcomes)
 
