@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     )
     insecure: bool = Field(
         False,
-        description="Lets `serve` listen on a non-loopback address with neither token set (not for the internet).",
+        description="Lets `serve` listen on a non-loopback address without both tokens (`API_TOKEN` and `CALLBACK_TOKEN`): for a private network you trust, never the internet.",
     )
     allowed_hosts: str = Field(
         "",
@@ -184,7 +184,10 @@ class Settings(BaseSettings):
         names = [h.strip().lower() for h in self.allowed_hosts.split(",") if h.strip()]
         if names:
             return names
-        return list(LOOPBACK_HOSTS) if self.loopback else ["*"]
+        if not self.loopback:
+            return ["*"]
+        bound = f"[{self.host.strip('[]')}]" if ":" in self.host else self.host  # e.g. 127.0.0.2
+        return [*LOOPBACK_HOSTS, *([bound.lower()] if bound.lower() not in LOOPBACK_HOSTS else [])]
 
     @property
     def api_tokens(self) -> list[str]:

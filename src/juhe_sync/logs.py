@@ -68,8 +68,13 @@ def dict_config(level: str, fmt: str, secrets: list[str]) -> dict[str, Any]:
         },
         "root": {"handlers": ["default"], "level": level.upper()},
         "loggers": {
-            name: {"handlers": [], "level": level.upper(), "propagate": True}
-            for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+            **{
+                name: {"handlers": [], "level": level.upper(), "propagate": True}
+                for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+            },
+            # Its debug lines show frames: the auth frame's secret (cut short, so no mask finds
+            # it) and message contents. Never below INFO.
+            "websockets": {"level": "INFO" if level.upper() == "DEBUG" else level.upper()},
         },
     }
 

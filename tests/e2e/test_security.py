@@ -421,17 +421,30 @@ def test_refuses_a_public_address_without_tokens(tmp_path: Path) -> None:
     assert len(lines) == 1, refused.stderr
     assert "JUHE_SYNC_API_TOKEN" in lines[0] and "JUHE_SYNC_CALLBACK_TOKEN" in lines[0] and "--insecure" in lines[0]
     assert serve(tmp_path, env={"JUHE_SYNC_HOST": "::"}).returncode == 2
+    # One token is not enough: without the API token anyone could read everything (and make an
+    # admin token); without the callback secret anyone could write.
+    only_callback = serve(tmp_path, "--host", "0.0.0.0", env={"JUHE_SYNC_CALLBACK_TOKEN": "cb-0123456789"})
+    assert only_callback.returncode == 2 and "JUHE_SYNC_API_TOKEN" in only_callback.stderr
+    assert "JUHE_SYNC_CALLBACK_TOKEN" not in only_callback.stderr
+    only_api = serve(tmp_path, "--host", "0.0.0.0", env={"JUHE_SYNC_API_TOKEN": "api-0123456789"})
+    assert only_api.returncode == 2 and "JUHE_SYNC_CALLBACK_TOKEN" in only_api.stderr
 
 
 @pytest.mark.parametrize(
-    "how", [["--insecure"], ["--env", "JUHE_SYNC_INSECURE=1"], ["--env", "JUHE_SYNC_API_TOKEN=an-operator-token"]]
+    "how",
+    [
+        ["--insecure"],
+        ["--env", "JUHE_SYNC_INSECURE=1"],
+        ["--env", "JUHE_SYNC_API_TOKEN=an-operator-token", "JUHE_SYNC_CALLBACK_TOKEN=a-callback-secret"],
+    ],
 )
 def test_starts_on_a_public_address_when_told_or_protected(tmp_path: Path, how: list[str]) -> None:
     env = {"JUHE_SYNC_HOST": "0.0.0.0"}
     args = []
     if how[0] == "--env":
-        name, _, value = how[1].partition("=")
-        env[name] = value
+        for pair in how[1:]:
+            name, _, value = pair.partition("=")
+            env[name] = value
     else:
         args = how
     port = free_port()
@@ -506,3 +519,53 @@ def test_an_oversized_body_without_content_length_gets_413(strict: Server) -> No
     # A declared length over the limit is refused before the body is read.
     r = httpx.post(strict.url + "/callback", content=b"{" + b" " * 70000 + b"}")
     assert r.status_code == 413
+
+
+def test_admin_routes_refuse_before_reading_and_api_bodies_are_small(guarded: Server) -> None:
+    with httpx.Client(base_url=guarded.url, timeout=30, headers=bearer(OPERATOR)) as c:
+        scoped = c.post("/api/tokens", json={"name": "small-scope", "guids": [GUID]}).json()["data"]["token"]
+        assert error_of(c.post("/api/tokens", json={"name": "none", "guids": []})) == "INVALID_PARAMS"
+        assert error_of(c.post("/api/tokens", json={"name": "yes", "admin": "yes"})) == "INVALID_PARAMS"
+        big = b'{"name": "' + b"a" * 200_000 + b'"}'
+        r = c.post("/api/tokens", content=big, headers={"Content-Type": "application/json"})
+        assert r.status_code == 413 and error_of(r) == "PAYLOAD_TOO_LARGE"
+
+        def chunks() -> Iterator[bytes]:
+            yield b'{"name": "chunked"}'
+
+        r = c.post("/api/tokens", content=chunks(), headers={"Content-Type": "application/json"})
+        assert r.status_code == 411 and error_of(r) == "LENGTH_REQUIRED"
+    # A token that is not admin is refused before its body is even read.
+    r = httpx.post(guarded.url + "/api/tokens", content=big, headers={**bearer(scoped), "Content-Type": "application/json"})
+    assert r.status_code in (403, 413)
+    r = httpx.post(guarded.url + "/api/tokens", json={"name": "x"}, headers=bearer(scoped))
+    assert r.status_code == 403 and error_of(r) == "FORBIDDEN"
+
+
+def test_two_host_headers_are_refused(server: Server) -> None:
+    request = (f"GET /api/rooms?guid=x HTTP/1.1\r\nHost: evil.example\r\nHost: localhost:{server.port}\r\n"
+               "Connection: close\r\n\r\n").encode()  # fmt: skip
+    status, body = status_and_body(raw_exchange(server.port, request))
+    assert status == 400 and body["code"] == "INVALID_PARAMS"
+
+
+def test_pipelined_requests_are_not_mistaken_for_a_large_head(strict: Server) -> None:
+    one = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", strict.port), timeout=5) as sock:
+        sock.sendall(one * 500 + one[:20])  # 21 KB in one read, over the 8 KiB head limit
+        answers = b""
+        while answers.count(b"HTTP/1.1 ") < 500:
+            chunk = sock.recv(65536)
+            assert chunk, answers[-300:]
+            answers += chunk
+    assert answers.count(b"HTTP/1.1 200") == 500 and b"HTTP/1.1 431" not in answers
+
+
+def test_bad_settings_are_one_line_without_their_values(tmp_path: Path) -> None:
+    env = {**os.environ, "JUHE_SYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+           "JUHE_SYNC_DEVICE_CREDENTIALS": '{"g1": {"callback_token": "SUPERSECRETCB", "app_secret": "SUPERSECRETAPP"},}'}  # fmt: skip
+    for command in (["token", "list"], ["migrate"], ["serve"]):
+        done = subprocess.run([sys.executable, "-m", "juhe_sync", *command], env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2
+        assert "SUPERSECRET" not in done.stdout + done.stderr and "Traceback" not in done.stderr
+        assert "JUHE_SYNC_DEVICE_CREDENTIALS" in done.stderr

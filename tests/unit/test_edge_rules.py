@@ -53,11 +53,12 @@ def test_cross_site() -> None:
 def test_loopback_detection_and_default_hosts() -> None:
     for host in ("127.0.0.1", "::1", "[::1]", "localhost", "127.1.2.3"):
         assert Settings(host=host).loopback, host
-        assert Settings(host=host).host_patterns == ["localhost", "127.0.0.1", "[::1]"]
+        assert Settings(host=host).host_patterns[:3] == ["localhost", "127.0.0.1", "[::1]"]
     for host in ("0.0.0.0", "::", "192.168.1.2", "sync.example.com"):
         assert not Settings(host=host).loopback, host
         assert Settings(host=host).host_patterns == ["*"]
     assert Settings(allowed_hosts=" A.example , b.example:80 ").host_patterns == ["a.example", "b.example:80"]
+    assert Settings(host="127.0.0.2").host_patterns == ["localhost", "127.0.0.1", "[::1]", "127.0.0.2"]
 
 
 @pytest.mark.parametrize(

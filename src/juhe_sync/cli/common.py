@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, NoReturn
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -22,7 +23,15 @@ DatabaseUrl = Annotated[
 
 
 def settings_for(database_url: str | None = None) -> Settings:
-    return Settings(database_url=database_url) if database_url else Settings()
+    """The settings, or a one-line error per bad one (never the value: it may be a secret)."""
+    try:
+        return Settings(database_url=database_url) if database_url else Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"JUHE_SYNC_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors(include_input=False, include_url=False)
+        )
+        fail(f"invalid settings: {problems}")
 
 
 def open_migrated(settings: Settings) -> SQLStore:

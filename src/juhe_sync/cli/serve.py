@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from juhe_sync import logs
-from juhe_sync.cli.common import DatabaseUrl, app, fail, open_migrated
+from juhe_sync.cli.common import DatabaseUrl, app, fail, open_migrated, settings_for
 from juhe_sync.config import Settings
 from juhe_sync.redact import safe_url
 
@@ -40,20 +40,17 @@ def serve(
             os.environ[f"JUHE_SYNC_{name}"] = str(value)
     if insecure:
         os.environ["JUHE_SYNC_INSECURE"] = "1"
-    settings = Settings()
+    settings = settings_for()
     store = open_migrated(settings)  # migrate once, before any request
     try:
         api_tokens = store.count_tokens()
     finally:
         store.close()
-    guarded = bool(
-        settings.api_tokens or api_tokens or settings.callback_tokens or settings.device_callback_tokens()
-    )
-    if not settings.loopback and not guarded and not settings.insecure:
-        fail(
-            f"refusing to listen on {settings.host} with no token: set JUHE_SYNC_API_TOKEN and "
-            "JUHE_SYNC_CALLBACK_TOKEN (or pass --insecure)"
-        )
+    missing = _missing_tokens(settings, api_tokens)
+    if not settings.loopback and missing and not settings.insecure:
+        # Either one missing is enough to lose everything: without the API token anyone reads every
+        # message (and creates an admin token); without the callback secret anyone writes them.
+        fail(f"refusing to listen on {settings.host} without {' and '.join(missing)} (or pass --insecure)")
     log_config = logs.dict_config(settings.log_level, settings.log_format, settings.secrets())
     logs.configure(settings.log_level, settings.log_format, settings.secrets())
     _raise_file_limit(settings.max_connections)
@@ -76,15 +73,17 @@ def serve(
     )
 
 
-def _exposure(settings: Settings, api_tokens: int) -> str:
+def _missing_tokens(settings: Settings, api_tokens: int) -> list[str]:
     api = bool(settings.api_tokens or api_tokens)
     callback = bool(settings.callback_tokens or settings.device_callback_tokens())
-    if api and callback:
-        return ""
-    missing = [
+    return [
         name for name, on in (("JUHE_SYNC_API_TOKEN", api), ("JUHE_SYNC_CALLBACK_TOKEN", callback)) if not on
     ]
-    return f"; WARNING: no {' or '.join(missing)}" if not settings.loopback or settings.insecure else ""
+
+
+def _exposure(settings: Settings, api_tokens: int) -> str:
+    missing = _missing_tokens(settings, api_tokens)
+    return f"; WARNING: no {' or '.join(missing)}" if missing and not settings.loopback else ""
 
 
 def _raise_file_limit(connections: int) -> None:

@@ -178,7 +178,9 @@ class TokenAdmin:
                 "token name: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
             )
         scope = None
-        if guids:
+        if guids is not None:
+            if not guids:
+                raise InvalidParams("guids: name at least one device, or leave it out for every device")
             scope = [g.strip() for g in guids]
             if any(not g or not g.isprintable() or len(g) > 256 for g in scope):
                 raise InvalidParams("every guid must be printable text of at most 256 characters")

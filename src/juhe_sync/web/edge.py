@@ -21,6 +21,10 @@ from juhe_sync.service.access import OPEN, Authenticator, Forbidden, Principal, 
 from juhe_sync.web.responses import error_response
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: Routes only admin tokens may use at all: refused before their body is read.
+ADMIN_PREFIXES = ("/api/tokens", "/api/sync")
+#: Largest body of any route but ``/callback`` (which has JUHE_SYNC_MAX_BODY_BYTES).
+MAX_API_BODY = 64 * 1024
 
 
 def split_host(value: str) -> tuple[str, str | None]:
@@ -113,10 +117,17 @@ class EdgeGuard:
             request_id.reset(token)
 
     async def _admit(self, scope: Scope) -> Principal:
-        host = origin = fetch_site = authorization = None
+        host = origin = fetch_site = authorization = length = None
+        hosts = 0
+        chunked = False
         for name, value in scope["headers"]:
             if name == b"host":
                 host = value.decode("latin-1")
+                hosts += 1
+            elif name == b"content-length":
+                length = value
+            elif name == b"transfer-encoding":
+                chunked = True
             elif name == b"origin":
                 origin = value.decode("latin-1")
             elif name == b"sec-fetch-site":
@@ -124,12 +135,20 @@ class EdgeGuard:
             elif name == b"authorization":
                 authorization = value.decode("latin-1")
         path = scope["path"]
+        if hosts > 1:
+            raise InvalidParams("more than one Host header")
         if path not in self.unchecked_host and not self.hosts.allows(host):
             raise InvalidParams(
                 "Host not allowed: set JUHE_SYNC_ALLOWED_HOSTS to the names this server answers to"
             )
         if scope["method"] not in _SAFE_METHODS and _cross_site(origin, fetch_site, host, self.hosts):
             raise Forbidden("cross-site requests may not change anything")
+        if path not in self.public and scope["method"] not in _SAFE_METHODS:
+            # Bodies of the API are small JSON; only /callback takes large ones (and its own limit).
+            if chunked:
+                raise ApiError("send a Content-Length with the body", status=411, code="LENGTH_REQUIRED")
+            if length is not None and (not length.isdigit() or int(length) > MAX_API_BODY):
+                raise ApiError(f"Body larger than {MAX_API_BODY} bytes", status=413, code="PAYLOAD_TOO_LARGE")
         if path in self.public:
             return OPEN
         # The application's lifespan opens the store and puts its authenticator in app.state.
@@ -137,6 +156,12 @@ class EdgeGuard:
         if not isinstance(auth, Authenticator):
             raise ApiError("The server is starting", status=503, code="SERVICE_UNAVAILABLE")
         principal = await _authenticate(auth, authorization)
+        if (
+            not principal.admin
+            and path.startswith(ADMIN_PREFIXES)
+            and scope["method"] not in ("HEAD", "OPTIONS")
+        ):
+            raise Forbidden("only an admin token may use this route")
         if principal.guids is not None:
             for guid in QueryParams(scope["query_string"]).getlist("guid"):
                 principal.require_device(guid.strip())

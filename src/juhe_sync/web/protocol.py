@@ -67,6 +67,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._header_bytes = 0
         self._reading_head = False
+        self._messages = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -82,11 +83,14 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         self._unset_keepalive_if_required()
+        continuing = self._reading_head  # a head that began in an earlier read
+        message = self._messages
         try:
             self.parser.feed_data(data)
-            # The parser keeps an unfinished request line or header to itself, however long:
-            # whatever it swallowed while still in the head counts against the limit.
-            if self._reading_head:
+            # The parser keeps an unfinished request line or header to itself, however long: a
+            # read that neither began nor ended the head in progress belongs to it whole. (A head
+            # that began in this read is bounded by the read's size until the next one.)
+            if continuing and self._reading_head and message == self._messages:
                 self._count(len(data))
         except _HeadersTooLarge:
             self._refuse(_HEADERS)
@@ -106,6 +110,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._messages += 1
         self._header_bytes = 0
         self._reading_head = True
         if self._deadline is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 
 class ErrorBody(BaseModel):
@@ -193,7 +193,7 @@ class TokenSpec(BaseModel):
     guids: list[str] | None = Field(
         None, max_length=1000, description="Devices the token may read; null or absent: every device."
     )
-    admin: bool = Field(False, description="May start syncs and manage tokens.")
+    admin: StrictBool = Field(False, description="May start syncs and manage tokens.")
 
 
 class TokenInfo(BaseModel):
