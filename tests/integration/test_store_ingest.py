@@ -283,3 +283,26 @@ def test_replay_refuses_a_body_that_no_longer_matches_its_key(store: SQLStore) -
     stats = store.replay()
     assert (stats.events, stats.mismatched, stats.messages_changed) == (1, 1, 0)
     assert snapshot(store)["messages"] == before["messages"]
+
+
+def test_a_database_error_in_apply_is_journalled_as_failed_on_every_backend(store: SQLStore, monkeypatch) -> None:
+    """The database refusing what an apply wrote (on PostgreSQL only at the pipeline's sync, after
+    the job returned) journals the callback as failed and acknowledges it; replay applies it later.
+    Before, PostgreSQL answered 500 and the platform would redeliver it forever."""
+    real = Writer.apply
+
+    def apply_then_refused(self, conn, device_id, prepared, journal_id, **kw):
+        applied = real(self, conn, device_id, prepared, journal_id, **kw)
+        conn.execute("INSERT INTO leases (name, owner, expires_at) VALUES ('refused', NULL, 0)")  # NOT NULL
+        return applied
+
+    monkeypatch.setattr(Writer, "apply", apply_then_refused)
+    bad = store.submit_event(*_event("callback_11010_text_private_inbound.json"))
+    assert bad.result(timeout=30).status == "failed"
+    monkeypatch.undo()
+    good = store.submit_event(*_event("callback_11010_text_room.json"))
+    assert good.result(timeout=30).status == "stored"
+    device = store.device(GUID)
+    assert device is not None and device.messages_count == 1
+    assert store.replay().messages_added == 1
+    assert store.device(GUID).messages_count == 2  # type: ignore[union-attr]

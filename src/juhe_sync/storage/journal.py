@@ -55,6 +55,25 @@ def replay_event(
     return applied
 
 
+class IngestJob:
+    """The write job of one callback: :func:`ingest`, and the recovery to use when the database
+    refuses what it applied only when the job's statements are synced (PostgreSQL's pipeline)."""
+
+    __slots__ = ("event", "prepared", "raw", "received_at", "writer")
+
+    def __init__(self, writer: Writer, event: Event, raw: str, received_at: int, prepared: Prepared | None):
+        self.writer, self.event, self.raw = writer, event, raw
+        self.received_at, self.prepared = received_at, prepared
+
+    def __call__(self, conn: Conn) -> IngestOutcome:
+        return ingest(self.writer, conn, self.event, self.raw, self.received_at, self.prepared)
+
+    def recovery(self, exc: Exception) -> Recovery:
+        log.warning("callback of %s not applied (%s: %s); journalled as failed",
+                    self.event.guid, type(exc).__name__, exc)  # fmt: skip
+        return _ApplyFailed(self.writer, self.event, self.raw, self.received_at, exc)
+
+
 class _ApplyFailed(Recovery):
     """Applying a journalled event raised: keep the event in the journal as ``failed`` (``replay``
     applies it once the cause is fixed) and acknowledge it."""

@@ -223,12 +223,12 @@ class PostgresStore(SQLStore):
         return conn
 
     def _attempt(self, raw: psycopg.Connection[Any], jobs: list[WriteJob]) -> list[Outcome]:
-        conn = PgConn(raw)
         outcomes: list[Outcome] = []
         # Pipeline mode: statements whose results nobody reads (savepoints, counter updates) travel
         # with the next one that is read, instead of costing a round trip each. Each job ends with a
         # sync, so an error in any of its statements surfaces inside that job, and only that job's
         # savepoint is rolled back.
+        conn = PgConn(raw)
         with raw.pipeline() as pipeline:
             # Every writer, in every process, takes the device locks of a batch in sorted order
             # before touching a row: writes of one device are serialised and batches never deadlock.

@@ -124,7 +124,12 @@ def run_job(
             result = fn(conn)
             if sync is not None:
                 sync()
-        except Recovery as recovery:
+        except Exception as exc:
+            # A Recovery raised by the job, or one it offers for an error that surfaced only at the
+            # sync (PostgreSQL's pipeline reports a statement's error there, after ``fn`` returned).
+            recovery = exc if isinstance(exc, Recovery) else _recovery(fn, exc, writer)
+            if recovery is None:
+                raise
             _end_aborted(sync)
             conn.execute("ROLLBACK TO SAVEPOINT job")
             writer.rollback_to(mark)
@@ -143,6 +148,14 @@ def run_job(
             sync()
         writer.rollback_to(mark)
         return None, exc
+
+
+def _recovery(fn: Callable[[Conn], Any], exc: Exception, writer: Writer) -> Recovery | None:
+    make = getattr(fn, "recovery", None)
+    if make is None or writer.dialect.is_transient(exc):
+        return None
+    recovery = make(exc)
+    return recovery if isinstance(recovery, Recovery) else None
 
 
 def _end_aborted(sync: Callable[[], None] | None) -> None:

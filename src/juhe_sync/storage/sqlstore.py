@@ -88,9 +88,7 @@ class SQLStore(abc.ABC):
         # Normalising happens here, in the caller's thread, so the writer (the one serial part of
         # ingest) only runs statements; it normalises again only if the device changed meanwhile.
         prepared = self.writer.prepare_hinted(event, received_at)
-        return self.submit(
-            lambda conn: journal.ingest(self.writer, conn, event, raw, received_at, prepared), event.guid
-        )
+        return self.submit(journal.IngestJob(self.writer, event, raw, received_at, prepared), event.guid)
 
     # --- pull sync -------------------------------------------------------------------------
 
