@@ -78,6 +78,11 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest request line plus headers, in bytes; larger gets 431.",
     )
+    shutdown_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a stopping server waits for requests in flight before it exits whatever is stuck.",
+    )
     max_connections: int = Field(
         1000,
         ge=1,

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from juhe_sync.records import MessageQuery
+from juhe_sync.service.queries import QueryService
 from juhe_sync.storage.sql import Applied
 from juhe_sync.storage.sqlstore import SQLStore
 from juhe_sync.storage.writer import Writer
@@ -299,6 +300,8 @@ def test_a_database_error_in_apply_is_journalled_as_failed_on_every_backend(stor
     monkeypatch.setattr(Writer, "apply", apply_then_refused)
     bad = store.submit_event(*_event("callback_11010_text_private_inbound.json"))
     assert bad.result(timeout=30).status == "failed"
+    status = QueryService(store).sync_status(GUID)
+    assert status["failed_events"] == 1 and "not applied" in status["last_error"]
     monkeypatch.undo()
     good = store.submit_event(*_event("callback_11010_text_room.json"))
     assert good.result(timeout=30).status == "stored"
@@ -306,3 +309,4 @@ def test_a_database_error_in_apply_is_journalled_as_failed_on_every_backend(stor
     assert device is not None and device.messages_count == 1
     assert store.replay().messages_added == 1
     assert store.device(GUID).messages_count == 2  # type: ignore[union-attr]
+    assert QueryService(store).sync_status(GUID)["failed_events"] == 0

@@ -68,7 +68,7 @@ def serve(
         access_log=False,
         http=IMPORT_PATH,
         server_header=False,
-        timeout_graceful_shutdown=math.ceil(settings.client_timeout),
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout),
         log_config=log_config,
     )
 

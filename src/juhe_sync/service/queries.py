@@ -189,6 +189,7 @@ class QueryService:
             ),
             "last_callback_time": device.last_callback_time,
             "last_error": device.last_error,
+            "failed_events": self.store.failed_events(device.id),
             "sync": {
                 k["kind"]: {
                     "status": k["status"],

@@ -91,6 +91,11 @@ class _ApplyFailed(Recovery):
         ).fetchone()
         if row is None:
             return IngestOutcome("duplicate")
+        # sync-status shows it: the device's last error, and the count of failed journal entries.
+        conn.execute(
+            "UPDATE devices SET last_error = ? WHERE id = ?",
+            (f"callback {int(row[0])} not applied: {str(self)[:500]}", device_id),
+        )
         self.writer.count(device_id, seen_at=iso_utc(self.received_at))
         return IngestOutcome("failed", int(row[0]))
 

@@ -162,6 +162,16 @@ class SQLStore(abc.ABC):
     def verified_guids(self) -> list[str]:
         return self.read(tokens.verified_guids)
 
+    def failed_events(self, device_id: int) -> int:
+        """Journal entries of the device that could not be applied (``replay`` retries them)."""
+        return int(
+            self.read(
+                lambda c: c.execute(
+                    "SELECT count(*) FROM journal WHERE status <> 'ok' AND device_id = ?", (device_id,)
+                ).fetchone()[0]
+            )
+        )
+
     def ping(self) -> None:
         """A trivial read: raises if the database does not answer."""
         self.read(lambda c: c.execute("SELECT 1").fetchone())

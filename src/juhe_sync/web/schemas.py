@@ -173,6 +173,10 @@ class SyncStatus(BaseModel):
     account: Account | None
     last_callback_time: str | None
     last_error: str | None
+    failed_events: int = Field(
+        0,
+        description="Callbacks journalled but not applied (a bug or a refused value); `juhe-sync replay` retries them.",
+    )
     sync: dict[str, SyncKind] = Field(
         description="Pull sync per kind that has run: `contacts`, `rooms`, `profile`, and `messages` with gap recovery."
     )
