@@ -569,3 +569,17 @@ def test_bad_settings_are_one_line_without_their_values(tmp_path: Path) -> None:
         assert done.returncode == 2
         assert "SUPERSECRET" not in done.stdout + done.stderr and "Traceback" not in done.stderr
         assert "JUHE_SYNC_DEVICE_CREDENTIALS" in done.stderr
+
+
+def test_sigterm_exits_within_the_shutdown_timeout_despite_a_stuck_client(tmp_path: Path) -> None:
+    env = {"JUHE_SYNC_SHUTDOWN_TIMEOUT": "1", "JUHE_SYNC_CLIENT_TIMEOUT": "300"}
+    server = Server(f"sqlite:///{tmp_path / 'stop.db'}", tmp_path / "server.log", env).start()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        # A callback whose body never finishes: the request stays in flight.
+        sock.sendall(b"POST /callback HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n{")
+        time.sleep(0.3)
+        assert server.proc is not None
+        started = time.monotonic()
+        server.proc.terminate()
+        server.proc.wait(15)
+        assert time.monotonic() - started < 6
