@@ -96,6 +96,8 @@ def test_scoped_tokens_admin_routes_and_revocation(guarded: Server) -> None:
         crm = made.json()["data"]["token"]
         assert made.json()["data"]["guids"] == [GUID] and made.json()["data"]["admin"] is False
         assert c.post("/api/tokens", json={"name": "crm"}).status_code == 409
+        # An admin limited to some devices could mint itself an unlimited token: refused.
+        assert error_of(c.post("/api/tokens", json={"name": "admin-a", "guids": [GUID], "admin": True})) == "INVALID_PARAMS"
         assert error_of(c.post("/api/tokens", json={"name": "bad name!"})) == "INVALID_PARAMS"
         admin = c.post("/api/tokens", json={"name": "ops", "admin": True}).json()["data"]["token"]
 
@@ -103,6 +105,8 @@ def test_scoped_tokens_admin_routes_and_revocation(guarded: Server) -> None:
     with httpx.Client(base_url=guarded.url, timeout=30) as c:
         assert c.get("/api/messages", params={"guid": GUID}, headers=scoped).status_code == 200
         assert c.get("/api/messages", params={"guid": f" {GUID} "}, headers=scoped).status_code == 200
+        # Its own device's sync-status is a read like any other (not the admin-only /api/sync).
+        assert c.get("/api/sync-status", params={"guid": GUID}, headers=scoped).status_code in (200, 404)
         for path in ("/api/messages", "/api/contacts", "/api/rooms", "/api/sync-status"):
             r = c.get(path, params={"guid": OTHER}, headers=scoped)
             assert r.status_code == 403 and error_of(r) == "FORBIDDEN", r.text

@@ -13,7 +13,7 @@ from juhe_sync.service.stores import open_store
 from juhe_sync.storage.copy import copy_store
 from juhe_sync.storage.sqlstore import SQLStore
 from juhe_sync.sync.jobs import Syncer
-from tests.conftest import BACKENDS, GUID, SIM_GUID, Simulator, fresh_database
+from tests.conftest import BACKENDS, GUID, SIM_GUID, Simulator, fixture_text, fresh_database
 from tests.helpers import feed, feed_fixtures, snapshot
 from tests.integration.test_pull_sync import stored
 from tests.integration.test_store_queries import corpus  # noqa: F401  (fixture)
@@ -148,3 +148,34 @@ def test_copy_after_pull_sync_keeps_every_row(store: SQLStore, simulator: Simula
         finally:
             there.close()
             back.close()
+
+
+@pytest.mark.parametrize("target", BACKENDS)
+def test_a_repeated_copy_carries_revokes_and_replays(store: SQLStore, target: str, tmp_path: Path, monkeypatch) -> None:
+    """Rows of the append-only tables that change in place (a message revoked, a failed journal
+    entry replayed) reach a destination that already has them."""
+    from juhe_sync.storage.writer import Writer
+
+    feed(store, fixture_text("callback_11010_text_private_outbound.json"))
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("parser bug")
+
+    monkeypatch.setattr(Writer, "apply", broken)
+    assert feed(store, fixture_text("callback_11010_text_room.json")).status == "failed"
+    monkeypatch.undo()
+    (tmp_path / "dst").mkdir()
+    with fresh_database(target, tmp_path / "dst") as url:
+        dst = open_store(url)
+        dst.migrate()
+        try:
+            copy_store(store, dst)
+            feed(store, fixture_text("callback_11010_revoke.json"))
+            assert store.replay().failed == 0
+            copy_store(store, dst)
+            assert queries(dst) == queries(store)
+            statuses = dst.read(lambda c: [r[0] for r in c.execute("SELECT status FROM journal").fetchall()])
+            assert set(statuses) == {"ok"}
+            assert set(copy_store(store, dst).values()) == {0}
+        finally:
+            dst.close()

@@ -178,6 +178,9 @@ class TokenAdmin:
                 "token name: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
             )
         scope = None
+        if admin and guids is not None:
+            # An admin manages tokens, so it could always mint itself a wider one: it covers all.
+            raise InvalidParams("an admin token covers every device: leave out guids (or --guid)")
         if guids is not None:
             if not guids:
                 raise InvalidParams("guids: name at least one device, or leave it out for every device")

@@ -84,8 +84,13 @@ class Ingestor:
                 outcome.journal_id, event.guid, outcome.skipped,
             )  # fmt: skip
         if trusted and event.guid not in self._verified:
-            await asyncio.to_thread(self.store.mark_verified, event.guid)
-            self._verified.add(event.guid)
+            try:
+                await asyncio.to_thread(self.store.mark_verified, event.guid)
+                self._verified.add(event.guid)
+            except Exception as exc:  # the callback is stored: do not make the platform send it again
+                log.warning(
+                    "could not record %s as verified (%s); next callback tries again", event.guid, exc
+                )
         if not outcome.pulls or self.sync is None:
             return
         # Pulls spend the operator's SaaS quota: only for devices the operator named or whose

@@ -130,12 +130,15 @@ def _insert(destination: SQLStore, conn: Any, table: Table, rows: list[Any]) -> 
     columns = table.columns
     append_only = table.name in _APPEND_ONLY
     if append_only:
+        # What changes in place in those tables: a message gets revoked, a journal entry is
+        # replayed (failed -> ok) or fails. Carried over whether or not the chunk is new.
+        changed = _carry_changes(destination, conn, table, rows)
         lo, hi = rows[0][0], rows[-1][0]
         have = conn.execute(
             f"SELECT count(*) FROM {table.name} WHERE id BETWEEN ? AND ?", (lo, hi)
         ).fetchone()[0]
         if have == len(rows):
-            return 0  # already copied (a resumed or repeated copy)
+            return changed  # the rows are there already (a resumed or repeated copy)
     dialect = destination.writer.dialect
     is_messages = table.name == "messages"
     extra = dialect.extra_columns if is_messages else ()
@@ -164,6 +167,29 @@ def _insert(destination: SQLStore, conn: Any, table: Table, rows: list[Any]) -> 
         if index is not None:
             dialect.index_message(conn, row[where["id"]], device, conversation, index)
     return inserted
+
+
+def _carry_changes(destination: SQLStore, conn: Any, table: Table, rows: list[Any]) -> int:
+    where = {c: i for i, c in enumerate(table.columns)}
+    changed = 0
+    if table.name == "messages":
+        for row in rows:
+            if row[where["revoked"]]:
+                found = conn.execute(
+                    "UPDATE messages SET revoked = 1 WHERE id = ? AND revoked = 0 RETURNING 1",
+                    (row[where["id"]],),
+                ).fetchone()
+                changed += found is not None
+    else:
+        sql = (
+            f"UPDATE journal SET status = ?, error = ? WHERE id = ? "
+            f"AND (status <> ? OR error {destination.distinct} ?) RETURNING 1"
+        )
+        for row in rows:
+            status, error = row[where["status"]], row[where["error"]]
+            found = conn.execute(sql, (status, error, row[where["id"]], status, error)).fetchone()
+            changed += found is not None
+    return changed
 
 
 def _rows(store: SQLStore, sql: str, params: Sequence[Any]) -> list[Any]:

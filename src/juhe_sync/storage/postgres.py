@@ -249,7 +249,8 @@ class PostgresStore(SQLStore):
             with self.pool.connection() as raw:
                 return fn(PgConn(raw))
         except (PoolTimeout, psycopg.OperationalError) as exc:
-            if isinstance(exc, psycopg.OperationalError) and not is_transient(exc):
+            timed_out = isinstance(exc, psycopg.errors.QueryCanceled)  # the statement timeout
+            if isinstance(exc, psycopg.OperationalError) and not (timed_out or is_transient(exc)):
                 raise
             log.warning("read failed, the database is not answering: %s", type(exc).__name__)
             raise StorageUnavailable("The database is not answering; try again shortly") from None

@@ -158,7 +158,7 @@ class EdgeGuard:
         principal = await _authenticate(auth, authorization)
         if (
             not principal.admin
-            and path.startswith(ADMIN_PREFIXES)
+            and _under(path, ADMIN_PREFIXES)
             and scope["method"] not in ("HEAD", "OPTIONS")
         ):
             raise Forbidden("only an admin token may use this route")
@@ -184,6 +184,11 @@ async def _authenticate(auth: Authenticator, authorization: str | None) -> Princ
     if principal is None:
         raise Unauthorized("the API token is not valid")
     return principal
+
+
+def _under(path: str, prefixes: tuple[str, ...]) -> bool:
+    """``path`` is one of ``prefixes`` or below it (whole segments: /api/sync-status is not /api/sync)."""
+    return any(path == p or path.startswith(p + "/") for p in prefixes)
 
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
