@@ -25,6 +25,20 @@ class InvalidParams(ApiError):
     code = "INVALID_PARAMS"
 
 
+class Unauthorized(ApiError):
+    """No API token, or one that is not valid (or a callback without its secret)."""
+
+    status = 401
+    code = "UNAUTHORIZED"
+
+
+class Forbidden(ApiError):
+    """A valid token that may not do this (another device, an admin route, a cross-site write)."""
+
+    status = 403
+    code = "FORBIDDEN"
+
+
 class NotFound(ApiError):
     status = 404
     code = "NOT_FOUND"

@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from juhe_sync.errors import ApiError, InvalidParams, NotFound
+from juhe_sync.errors import ApiError, Forbidden, InvalidParams, NotFound
 from juhe_sync.records import TokenRecord
 from juhe_sync.storage.sqlstore import SQLStore
 from juhe_sync.timeutil import now_iso
@@ -31,16 +31,6 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 CACHE_SECONDS = 2.0
 #: Seconds between two writes of a token's ``last_used_at``.
 TOUCH_SECONDS = 60.0
-
-
-class Unauthorized(ApiError):
-    status = 401
-    code = "UNAUTHORIZED"
-
-
-class Forbidden(ApiError):
-    status = 403
-    code = "FORBIDDEN"
 
 
 @dataclass(frozen=True, slots=True)

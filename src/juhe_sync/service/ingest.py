@@ -12,10 +12,11 @@ from concurrent.futures import Executor, Future
 from typing import Literal
 
 from juhe_sync.config import Settings
+from juhe_sync.errors import Unauthorized
 from juhe_sync.ingest.envelope import parse_body
 from juhe_sync.records import Event, IngestOutcome
 from juhe_sync.saas.websocket import DeviceConnection, WebSocketIngest
-from juhe_sync.service.access import CallbackSecrets, Unauthorized
+from juhe_sync.service.access import CallbackSecrets
 from juhe_sync.storage.sqlstore import SQLStore
 from juhe_sync.sync.manager import SyncManager
 from juhe_sync.timeutil import now_seconds

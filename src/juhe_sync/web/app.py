@@ -14,9 +14,8 @@ from starlette.responses import Response
 
 from juhe_sync import __version__, logs
 from juhe_sync.config import Settings
-from juhe_sync.errors import ApiError
+from juhe_sync.errors import ApiError, Unauthorized
 from juhe_sync.ingest.envelope import parse_body
-from juhe_sync.service.access import Unauthorized
 from juhe_sync.service.ingest import Ingestor
 from juhe_sync.service.runtime import Runtime
 from juhe_sync.storage.sqlstore import SQLStore

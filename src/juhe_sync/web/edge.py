@@ -15,9 +15,9 @@ from collections.abc import Iterable
 from starlette.datastructures import QueryParams
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from juhe_sync.errors import ApiError, InvalidParams
+from juhe_sync.errors import ApiError, Forbidden, InvalidParams, Unauthorized
 from juhe_sync.logs import request_id
-from juhe_sync.service.access import OPEN, Authenticator, Forbidden, Principal, Unauthorized
+from juhe_sync.service.access import OPEN, Authenticator, Principal
 from juhe_sync.web.responses import error_response
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
