@@ -9,7 +9,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import warnings
-from typing import Literal
+from functools import cached_property
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -202,15 +203,16 @@ class Settings(BaseSettings):
     def callback_tokens(self) -> list[str]:
         return _split(self.callback_token.get_secret_value())
 
-    def device_callback_tokens(self) -> dict[str, str]:
-        """Per-device callback secrets from ``device_credentials`` (``callback_token``)."""
+    @cached_property
+    def devices(self) -> dict[str, dict[str, Any]]:
+        """``device_credentials`` parsed once: each device's own settings (entries that are objects)."""
         if not self.device_credentials:
             return {}
-        found = {}
-        for guid, entry in json.loads(self.device_credentials).items():
-            if isinstance(entry, dict) and entry.get("callback_token"):
-                found[guid] = str(entry["callback_token"])
-        return found
+        return {g: e for g, e in json.loads(self.device_credentials).items() if isinstance(e, dict)}
+
+    def device_callback_tokens(self) -> dict[str, str]:
+        """Per-device callback secrets from ``device_credentials`` (``callback_token``)."""
+        return {g: str(e["callback_token"]) for g, e in self.devices.items() if e.get("callback_token")}
 
     @property
     def configured_devices(self) -> set[str]:
@@ -223,36 +225,28 @@ class Settings(BaseSettings):
 
         found = [*self.api_tokens, *self.callback_tokens, self.app_secret]
         found += url_secrets(self.database_url)
-        if self.device_credentials:
-            for entry in json.loads(self.device_credentials).values():
-                if isinstance(entry, dict):
-                    found += [str(entry.get(k) or "") for k in ("app_secret", "callback_token")]
+        for entry in self.devices.values():
+            found += [str(entry.get(k) or "") for k in ("app_secret", "callback_token")]
         return [s for s in found if s]
 
     @property
     def ws_device_list(self) -> list[str]:
         """Devices WebSocket mode connects for: ``ws_guids`` and every device with own credentials."""
         guids = [g.strip() for g in self.ws_guids.split(",") if g.strip()]
-        if self.device_credentials:
-            guids += [g for g in json.loads(self.device_credentials) if g not in guids]
-        return guids
+        return guids + [g for g in self.devices if g not in guids]
 
     def credentials_for(self, guid: str) -> tuple[str, str] | None:
         """(app_key, app_secret) for a device: its override, else the global pair, else None."""
-        if self.device_credentials:
-            override = json.loads(self.device_credentials).get(guid)
-            if isinstance(override, dict) and override.get("app_key"):
-                return str(override["app_key"]), str(override.get("app_secret", ""))
+        override = self.devices.get(guid)
+        if override is not None and override.get("app_key"):
+            return str(override["app_key"]), str(override.get("app_secret", ""))
         if self.app_key:
             return self.app_key, self.app_secret
         return None
 
     @property
     def pull_enabled(self) -> bool:
-        if self.app_key:
-            return True
-        entries = json.loads(self.device_credentials).values() if self.device_credentials else ()
-        return any(isinstance(e, dict) and e.get("app_key") for e in entries)
+        return bool(self.app_key) or any(e.get("app_key") for e in self.devices.values())
 
 
 def _split(value: str) -> list[str]:
