@@ -9,7 +9,7 @@ as rows arrive.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,11 +98,23 @@ def copy_store(
 def _copy_table(
     source: SQLStore, destination: SQLStore, table: Table, progress: Callable[[int], None] | None
 ) -> int:
-    cols = ", ".join(table.columns)
-    order = ", ".join(table.key)
-    key_index = [table.columns.index(k) for k in table.key]
-    after: tuple[Any, ...] | None = None
     total = 0
+    for rows in _chunks(source, table, table.columns):
+        total += _write(destination, table, rows)
+        if progress is not None:
+            progress(len(rows))
+    if table.name not in _APPEND_ONLY:
+        _prune(source, destination, table)
+    return total
+
+
+def _chunks(store: SQLStore, table: Table, columns: tuple[str, ...]) -> Iterator[list[Any]]:
+    """``columns`` of every row of ``table``, CHUNK rows at a time in key order (keyset paging:
+    each chunk starts after the key of the last, so the cost per chunk stays flat)."""
+    cols = ", ".join(columns)
+    order = ", ".join(table.key)
+    key_index = [columns.index(k) for k in table.key]
+    after: tuple[Any, ...] | None = None
     while True:
         if after is None:
             sql, params = f"SELECT {cols} FROM {table.name} ORDER BY {order} LIMIT ?", (CHUNK,)
@@ -110,19 +122,17 @@ def _copy_table(
             marks = ", ".join("?" * len(table.key))
             sql = f"SELECT {cols} FROM {table.name} WHERE ({order}) > ({marks}) ORDER BY {order} LIMIT ?"
             params = (*after, CHUNK)
-        rows = _rows(source, sql, params)
+        rows = _rows(store, sql, params)
         if not rows:
-            if table.name not in _APPEND_ONLY:
-                _prune(source, destination, table)
-            return total
+            return
+        yield rows
         after = tuple(rows[-1][i] for i in key_index)
-        total += _write(destination, table, rows)
-        if progress is not None:
-            progress(len(rows))
 
 
-#: Tables that only grow (new rows, never changed ones): a chunk the destination holds in full is
-#: skipped. Every other table is small and upserted, so a repeated copy brings its current state.
+#: Large tables that grow and change only in known ways (a message revoked, a journal entry
+#: replayed): new rows are inserted, a chunk the destination holds in full is not inserted again,
+#: and the known changes are carried over (:func:`_carry_changes`). Every other table is small and
+#: upserted, so a repeated copy brings its current state.
 _APPEND_ONLY = ("journal", "messages")
 
 
@@ -219,18 +229,8 @@ def _prune(source: SQLStore, destination: SQLStore, table: Table) -> None:
     revoked), so that a repeated copy converges to the source."""
     order = ", ".join(table.key)
     key = f"({order})" if len(table.key) > 1 else order
-    after: tuple[Any, ...] | None = None
-    while True:
-        if after is None:
-            sql, params = f"SELECT {order} FROM {table.name} ORDER BY {order} LIMIT ?", (CHUNK,)
-        else:
-            marks = ", ".join("?" * len(table.key))
-            sql = f"SELECT {order} FROM {table.name} WHERE ({order}) > ({marks}) ORDER BY {order} LIMIT ?"
-            params = (*after, CHUNK)
-        keys = [tuple(r) for r in _rows(destination, sql, params)]
-        if not keys:
-            return
-        after = keys[-1]
+    for chunk in _chunks(destination, table, table.key):
+        keys = [tuple(r) for r in chunk]
         one = f"({', '.join('?' * len(table.key))})" if len(table.key) > 1 else "?"
         listed = ", ".join([one] * len(keys))
         flat = [v for k in keys for v in k]
