@@ -84,6 +84,13 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds a stopping server waits for requests in flight before it exits whatever is stuck.",
     )
+    storage_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a request waits for the database. A callback not committed by then gets 503 "
+        "STORAGE_UNAVAILABLE (nothing acknowledged; the sender retries) and a PostgreSQL read is cancelled, "
+        "even when the database has stopped answering altogether.",
+    )
     max_connections: int = Field(
         1000,
         ge=1,

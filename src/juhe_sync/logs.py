@@ -6,9 +6,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import logging.config
+import threading
+import time
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +25,42 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id.get()
+        return True
+
+
+class Throttle:
+    """A failure that recurs (every write on a full disk, every read while the database is away)
+    is logged once per ``interval`` seconds, with how often it recurred meanwhile: the log stays
+    readable and does not fill the disk that is already full."""
+
+    def __init__(self, logger: logging.Logger, interval: float = 10.0):
+        self.logger = logger
+        self.interval = interval
+        self._last = -interval
+        self._suppressed = 0
+        self._lock = threading.Lock()
+
+    def log(self, level: int, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last < self.interval:
+                self._suppressed += 1
+                return
+            suppressed, self._suppressed, self._last = self._suppressed, 0, now
+        if suppressed:
+            msg, args = f"{msg} (and {suppressed} more like it in the last {self.interval:g} s)", args
+        self.logger.log(level, msg, *args)
+
+
+class ShutdownCancelFilter(logging.Filter):
+    """A request still waiting when the shutdown timeout runs out is cancelled, as configured; the
+    server reports it as an exception in the application. One line, not a traceback each."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError):
+            record.exc_info = record.exc_text = None
+            record.msg, record.args = "a request still in flight was cancelled by the shutdown timeout", ()
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
 
 
@@ -56,6 +95,7 @@ def dict_config(level: str, fmt: str, secrets: list[str]) -> dict[str, Any]:
         "filters": {
             "secrets": {"()": "juhe_sync.redact.SecretFilter", "secrets": secrets},
             "request_id": {"()": RequestIdFilter},
+            "shutdown_cancel": {"()": ShutdownCancelFilter},
         },
         "formatters": {"default": formatter},
         "handlers": {
@@ -63,7 +103,7 @@ def dict_config(level: str, fmt: str, secrets: list[str]) -> dict[str, Any]:
                 "class": "logging.StreamHandler",
                 "stream": "ext://sys.stderr",
                 "formatter": "default",
-                "filters": ["request_id", "secrets"],
+                "filters": ["request_id", "shutdown_cancel", "secrets"],
             }
         },
         "root": {"handlers": ["default"], "level": level.upper()},

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.conftest import BACKENDS, Server, Simulator, fresh_database
+from tests.helpers import sample, scrape
 
 GUID = "ws-device"
 
@@ -66,6 +67,12 @@ def test_websocket_mode_stores_exactly_what_was_sent_across_disconnects(database
         assert status["messages_count"] == 150
         ws = status["websocket"]
         assert ws["connected"] and ws["connects"] >= 2 and ws["callbacks"] >= 300 and ws["rejected"] == 0
+        samples = scrape(server.url)
+        assert sample(samples, "juhe_sync_websocket_connected", guid=GUID) == 1
+        assert sample(samples, "juhe_sync_websocket_connects_total", guid=GUID) == ws["connects"]
+        assert sample(samples, "juhe_sync_callbacks_total", source="websocket", result="stored") == 150
+        assert sample(samples, "juhe_sync_callbacks_total", source="websocket", result="duplicate") >= 150
+        assert sample(samples, "juhe_sync_messages_stored_total", source="websocket") == 150
         # Application-level pings are answered.
         assert httpx.post(sim.url + "/_sim/ping", params={"guid": GUID}, timeout=10).json() == {"sent": 1}
         until(lambda: stats(sim)["acks"].get("pong", 0) == 1, what="a pong")
@@ -149,6 +156,11 @@ def test_a_login_over_the_websocket_starts_a_full_pull(database: str, tmp_path: 
         until(synced, 60, "the full sync a login asks for")
         contacts = httpx.get(server.url + "/api/contacts", params={"guid": GUID, "limit": 100}, timeout=10).json()
         assert contacts["data"]["total"] == len(sim.truth(GUID)["contacts"])
+        samples = scrape(server.url)
+        for kind in ("profile", "contacts", "rooms"):
+            assert sample(samples, "juhe_sync_sync_runs_total", kind=kind, result="ok") >= 1, kind
+        calls = sum(v for (name, labels), v in samples.items() if name == "juhe_sync_saas_calls_total" and ("result", "ok") in labels)
+        assert calls >= 3
     finally:
         server.stop()
         sim.stop()

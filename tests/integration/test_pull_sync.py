@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from juhe_sync.service.queries import QueryService
 from juhe_sync.storage.sqlstore import SQLStore
@@ -117,9 +118,15 @@ def test_transient_faults_are_retried_and_change_nothing(store: SQLStore, simula
     syncer = Syncer(store, simulator.client())  # type: ignore[arg-type]
     simulator.post("/_sim/faults", {**fault, "path": "/contact/sync_contact"})
     simulator.post("/_sim/faults", {**fault, "path": "/room/batch_get_room_detail"})
+    retries = REGISTRY.get_sample_value("juhe_sync_saas_retries_total", {"path": "/contact/sync_contact"}) or 0
+    runs = REGISTRY.get_sample_value("juhe_sync_sync_runs_total", {"kind": "contacts", "result": "ok"}) or 0
     report = syncer.sync(SIM_GUID, full=True)
     assert report.errors == []
     assert stored(store) == simulator.truth(SIM_GUID)
+    # The metrics tell an operator the SaaS misbehaved even though the run succeeded.
+    after = REGISTRY.get_sample_value("juhe_sync_saas_retries_total", {"path": "/contact/sync_contact"})
+    assert after == retries + fault["count"]
+    assert REGISTRY.get_sample_value("juhe_sync_sync_runs_total", {"kind": "contacts", "result": "ok"}) == runs + 1
 
 
 @pytest.mark.parametrize("kind", ["error", "err_code"])

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from juhe_sync.errors import StorageError
+from juhe_sync.errors import StorageError, StorageUnavailable
 from juhe_sync.service.stores import open_store
 from juhe_sync.storage.sqlstore import SQLStore
 from tests.conftest import GUID, PG_URL, fixture_text, fresh_database
@@ -47,7 +47,8 @@ def test_postgres_retries_a_batch_after_a_transient_error(tmp_path: Path, error:
             def always(conn: object) -> None:
                 raise pg_errors.SerializationFailure("never goes away")
 
-            with pytest.raises(StorageError):
+            # Still transient after every retry: "try again shortly" (503), not "cannot store" (500).
+            with pytest.raises(StorageUnavailable):
                 store.submit(always).result(timeout=60)
             assert feed(store, fixture_text("callback_11010_text_room.json")).status == "stored"
         finally:

@@ -11,7 +11,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 #: Layer of each top-level part of the package, bottom first.
 LAYERS = {
     # foundation: plain records and helpers with no I/O of their own
-    "records": 0, "errors": 0, "ids": 0, "timeutil": 0, "backoff": 0, "redact": 0, "config": 0, "logs": 0, "": 0,
+    "records": 0, "errors": 0, "ids": 0, "metrics": 0, "timeutil": 0, "backoff": 0, "redact": 0, "config": 0, "logs": 0, "": 0,
     "storage": 1,
     "saas": 2,
     "sync": 3,

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -58,19 +63,44 @@ def serve(
         "juhe-sync on http://%s:%s (%s, %d process(es))%s", settings.host, settings.port,
         safe_url(settings.database_url), settings.workers, _exposure(settings, api_tokens),
     )  # fmt: skip
-    uvicorn.run(
-        "juhe_sync.web.app:app_from_env",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-        http=IMPORT_PATH,
-        server_header=False,
-        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout),
-        log_config=log_config,
-    )
+    with _metrics_dir(settings.workers):
+        uvicorn.run(
+            "juhe_sync.web.app:app_from_env",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=settings.log_level.lower(),
+            access_log=False,
+            http=IMPORT_PATH,
+            server_header=False,
+            timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout),
+            log_config=log_config,
+        )
+
+
+@contextlib.contextmanager
+def _metrics_dir(workers: int) -> Iterator[None]:
+    """Several workers write their metrics to files in one directory, which every scrape sums
+    (prometheus-client's multiprocess mode). The workers are spawned, so setting the variable here
+    reaches them before their first import of prometheus-client."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if workers <= 1 and not given:
+        yield
+        return
+    if given:
+        # Values left by an earlier run would be summed with this one's.
+        for stale in Path(given).glob("*.db"):
+            stale.unlink()
+        yield
+        return
+    directory = tempfile.mkdtemp(prefix="juhe-sync-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    try:
+        yield
+    finally:
+        del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _missing_tokens(settings: Settings, api_tokens: int) -> list[str]:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from juhe_sync import metrics
 from juhe_sync.backoff import Backoff
 from juhe_sync.backoff import retry_after as parse_retry_after
 from juhe_sync.saas.protocol import SaasError, parse_response
@@ -100,16 +101,23 @@ class SaasClient:
                 self.sleep(wait)
             self.calls += 1
             retry_after: float | None = None
+            started = time.perf_counter()
             try:
                 response = self.http.post(self.url, json=body)
                 retry_after = parse_retry_after(response.headers.get("retry-after"))
-                return parse_response(response.status_code, response.text)
+                answer = parse_response(response.status_code, response.text)
+                metrics.SAAS_CALLS.labels(path, "ok").inc()
+                return answer
             except httpx.TransportError as exc:
                 error = SaasError(f"{type(exc).__name__}: {exc}", retryable=True)
             except SaasError as exc:
                 error = exc
+            finally:
+                metrics.SAAS_SECONDS.labels(path).observe(time.perf_counter() - started)
+            metrics.SAAS_CALLS.labels(path, "retryable" if error.retryable else "refused").inc()
             if not error.retryable or attempt >= self.retries:
                 raise error
+            metrics.SAAS_RETRIES.labels(path).inc()
             pause = backoff.next(at_least=retry_after)
             log.info("%s for %s failed (%s); retry %d in %.2f s", path, guid, error, attempt + 1, pause)
             self.sleep(pause)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import websockets
 
+from juhe_sync import metrics
 from juhe_sync.backoff import Backoff
 from juhe_sync.errors import ApiError
 from juhe_sync.storage.leases import DEFAULT_TTL, PROCESS_ID
@@ -93,10 +94,14 @@ class DeviceConnection:
                     self.stats.last_error = f"{type(exc).__name__}: {exc}"
                     log.warning("websocket of %s: %s", self.guid, self.stats.last_error)
                 finally:
-                    self.stats.connected = False
+                    self._connected(False)
                 await self._sleep(self.backoff.next())
         finally:
             await asyncio.to_thread(self.store.release_lease, self._lease, PROCESS_ID)
+
+    def _connected(self, connected: bool) -> None:
+        self.stats.connected = connected
+        metrics.WEBSOCKET_CONNECTED.labels(self.guid).set(1 if connected else 0)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):  # the usual case: slept the whole time
@@ -114,6 +119,7 @@ class DeviceConnection:
             close_timeout=1,
         ) as ws:
             self.stats.connects += 1
+            metrics.WEBSOCKET_CONNECTS.labels(self.guid).inc()
             auth = {"type": "auth", "app_key": self.app_key, "app_secret": self.app_secret, "guid": self.guid}
             await ws.send(json.dumps(auth))
             renew = asyncio.create_task(self._renew_lease(ws))
@@ -147,7 +153,7 @@ class DeviceConnection:
             return
         kind = frame.get("type") if isinstance(frame, dict) else None
         if kind == "auth_success":
-            self.stats.connected = True
+            self._connected(True)
             self.backoff.reset()
             log.info("websocket of %s connected", self.guid)
         elif kind == "error":

@@ -11,9 +11,11 @@ import logging
 from concurrent.futures import Executor, Future
 from typing import Literal
 
+from juhe_sync import metrics
 from juhe_sync.config import Settings
-from juhe_sync.errors import Unauthorized
+from juhe_sync.errors import ApiError, StorageUnavailable, Unauthorized
 from juhe_sync.ingest.envelope import parse_body
+from juhe_sync.logs import Throttle
 from juhe_sync.records import Event, IngestOutcome
 from juhe_sync.saas.websocket import DeviceConnection, WebSocketIngest
 from juhe_sync.service.access import CallbackSecrets
@@ -36,8 +38,12 @@ class Ingestor:
         secrets: CallbackSecrets | None = None,
         sync: SyncManager | None = None,
         configured: set[str] | frozenset[str] = frozenset(),
+        timeout: float = 30.0,
     ):
         self.store = store
+        #: Seconds a callback waits for its commit before it is answered 503.
+        self.timeout = timeout
+        self._slow = Throttle(log)
         self.secrets = secrets or CallbackSecrets([], {})
         self.sync = sync
         self.configured = configured
@@ -62,6 +68,19 @@ class Ingestor:
     ) -> tuple[Event, IngestOutcome]:
         """Store one callback; with ``worker``, parse and normalise in it (large bodies) so that the
         event loop keeps answering. Raises :class:`~juhe_sync.errors.ApiError` when it is rejected."""
+        try:
+            event, outcome = await self._ingest(text, source, token, worker)
+        except ApiError as exc:
+            count_refused(source, exc.status)
+            raise
+        metrics.CALLBACKS.labels(source, outcome.status).inc()
+        if outcome.messages_added:
+            metrics.MESSAGES_STORED.labels(source).inc(outcome.messages_added)
+        return event, outcome
+
+    async def _ingest(
+        self, text: str, source: Source, token: str | None, worker: Executor | None
+    ) -> tuple[Event, IngestOutcome]:
         loop = asyncio.get_running_loop()
         if worker is None:
             event = parse_body(text)
@@ -73,10 +92,22 @@ class Ingestor:
             future = self.store.submit_event(event, text, now_seconds())
         else:
             future = await loop.run_in_executor(worker, self.store.submit_event, event, text, now_seconds())
-        outcome = await asyncio.wrap_future(future)
+        outcome = await self._committed(future)
         trusted = source == "websocket" or (source == "callback" and self.secrets.required)
         await self._after(event, outcome, trusted=trusted)
         return event, outcome
+
+    async def _committed(self, future: Future[IngestOutcome]) -> IngestOutcome:
+        try:
+            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), self.timeout)
+        except TimeoutError:
+            # Not acknowledged, so the sender retries. A job that has not started is dropped; one
+            # that commits after all is found as a duplicate when the callback comes again.
+            future.cancel()
+            self._slow.log(logging.WARNING, "a callback's commit took over %g s; answered 503", self.timeout)
+            raise StorageUnavailable(
+                "The database did not confirm the write in time; nothing was acknowledged, send it again"
+            ) from None
 
     async def _after(self, event: Event, outcome: IngestOutcome, *, trusted: bool) -> None:
         if outcome.skipped:
@@ -100,6 +131,12 @@ class Ingestor:
             self.sync.request(event.guid, outcome.pulls)
         else:
             log.debug("no pull for %s: not a configured device and no callback secret", event.guid)
+
+
+def count_refused(source: Source, status: int) -> None:
+    """Count a callback that was not stored, by the status it was answered with: ``unavailable``
+    when the database failed (the sender retries), else ``rejected``."""
+    metrics.CALLBACKS.labels(source, "unavailable" if status >= 500 else "rejected").inc()
 
 
 def websocket_ingest(settings: Settings, store: SQLStore, ingestor: Ingestor) -> WebSocketIngest | None:

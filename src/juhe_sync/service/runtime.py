@@ -44,8 +44,9 @@ class Runtime:
         owned = store is None
         if store is None:
             store = await asyncio.to_thread(
-                open_store, settings.database_url, write_batch=settings.write_batch
-            )
+                open_store, settings.database_url, write_batch=settings.write_batch,
+                timeout=settings.storage_timeout,
+            )  # fmt: skip
             applied = await asyncio.to_thread(store.migrate)
             if applied:
                 log.info("applied migrations: %s", ", ".join(applied))
@@ -60,7 +61,8 @@ class Runtime:
             )
             sync.start()
         secrets = CallbackSecrets(settings.callback_tokens, settings.device_callback_tokens())
-        ingestor = Ingestor(active, secrets=secrets, sync=sync, configured=settings.configured_devices)
+        ingestor = Ingestor(active, secrets=secrets, sync=sync, configured=settings.configured_devices,
+                            timeout=settings.storage_timeout)  # fmt: skip
         websocket = websocket_ingest(settings, active, ingestor)
         if websocket is not None:
             websocket.start()

@@ -7,6 +7,7 @@ from juhe_sync.storage import factory
 from juhe_sync.storage.sqlstore import SQLStore
 
 
-def open_store(url: str, *, write_batch: int = 256) -> SQLStore:
-    """The store at ``url`` (``sqlite:///…`` or ``postgresql://…``), not yet migrated."""
-    return factory.open_store(url, RULES, write_batch=write_batch)
+def open_store(url: str, *, write_batch: int = 256, timeout: float = 30.0) -> SQLStore:
+    """The store at ``url`` (``sqlite:///…`` or ``postgresql://…``), not yet migrated; ``timeout``
+    bounds a read on PostgreSQL (JUHE_SYNC_STORAGE_TIMEOUT)."""
+    return factory.open_store(url, RULES, write_batch=write_batch, timeout=timeout)

@@ -7,8 +7,13 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
+from juhe_sync.errors import StorageUnavailable
+
 #: Put on a queue to stop its writer once what is queued before it has run.
 STOP = object()
+#: Most jobs one writer's queue holds. A writer stuck on a database that stopped answering
+#: would otherwise collect every retried callback, and the memory of each.
+MAX_QUEUED = 10_000
 
 
 class WriteJob:
@@ -23,6 +28,12 @@ class WriteJob:
 
 
 Outcome = tuple[WriteJob, Any, BaseException | None]
+
+
+def enqueue(jobs: queue.SimpleQueue[Any], job: WriteJob) -> None:
+    if jobs.qsize() >= MAX_QUEUED:
+        raise StorageUnavailable("The database is falling behind; nothing was stored, try again shortly")
+    jobs.put(job)
 
 
 def next_batch(jobs: queue.SimpleQueue[Any], most: int) -> tuple[list[WriteJob], bool]:

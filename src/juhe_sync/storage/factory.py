@@ -6,7 +6,7 @@ from juhe_sync.storage.sql import Rules
 from juhe_sync.storage.sqlstore import SQLStore
 
 
-def open_store(url: str, rules: Rules, *, write_batch: int = 256) -> SQLStore:
+def open_store(url: str, rules: Rules, *, write_batch: int = 256, timeout: float = 30.0) -> SQLStore:
     """The store at ``url``; ``rules`` parse and normalise events (the service layer passes them)."""
     if url.startswith("sqlite:"):
         from juhe_sync.storage.sqlite import SQLiteStore
@@ -15,5 +15,5 @@ def open_store(url: str, rules: Rules, *, write_batch: int = 256) -> SQLStore:
     if url.startswith(("postgresql:", "postgres:")):
         from juhe_sync.storage.postgres import PostgresStore
 
-        return PostgresStore(url, rules)
+        return PostgresStore(url, rules, timeout=timeout)
     raise ValueError(f"unsupported database URL {url!r}: use sqlite:///… or postgresql://…")

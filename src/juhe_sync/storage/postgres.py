@@ -25,14 +25,17 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from juhe_sync import metrics
 from juhe_sync.backoff import Backoff
 from juhe_sync.errors import StorageError, StorageUnavailable
+from juhe_sync.logs import Throttle
 from juhe_sync.records import MessageQuery, Page
 from juhe_sync.storage import reads, search
-from juhe_sync.storage.batches import STOP, Outcome, WriteJob, fail, next_batch, settle
+from juhe_sync.storage.batches import STOP, Outcome, WriteJob, enqueue, fail, next_batch, settle
 from juhe_sync.storage.migrations import apply_pending
 from juhe_sync.storage.sql import ID_LOW_MASK, ID_SHIFT, Rules, id_range, run_job
 from juhe_sync.storage.sqlstore import SQLStore
+from juhe_sync.storage.watchdog import Watchdog
 from juhe_sync.storage.writer import Writer
 
 log = logging.getLogger("juhe_sync.storage")
@@ -42,16 +45,21 @@ T = TypeVar("T")
 _MIGRATION_LOCK = 7_260_415
 #: First key of the two-key advisory locks that serialise writes per device.
 _DEVICE_LOCK_SPACE = 7_260_416
-#: Seconds: opening a connection, one statement, a read waiting for a pooled connection.
+#: Seconds: opening a connection, one statement of a writer, a read waiting for a pooled
+#: connection. Reads end after the store's ``timeout`` (JUHE_SYNC_STORAGE_TIMEOUT).
 CONNECT_TIMEOUT = 5
 STATEMENT_TIMEOUT = 60
 READ_WAIT = 5.0
+#: Seconds close() waits for each writer, and for the pool, before it gives up on them.
+CLOSE_WAIT = 5.0
+#: Seconds past its own timeout the server gets before the watchdog cuts the connection.
+GRACE = 2.0
 
 
-def connect_options(conninfo: str) -> dict[str, Any]:
+def connect_options(conninfo: str, statement_timeout: float = STATEMENT_TIMEOUT) -> dict[str, Any]:
     """Timeouts and keepalives, added to (never replacing) what the URL sets."""
     given = conninfo_to_dict(conninfo)
-    options = f"{given.get('options') or ''} -c statement_timeout={STATEMENT_TIMEOUT * 1000}".strip()
+    options = f"{given.get('options') or ''} -c statement_timeout={round(statement_timeout * 1000)}".strip()
     found: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT, "keepalives": 1, "keepalives_idle": 10,
                              "keepalives_interval": 5, "keepalives_count": 3}  # fmt: skip
     return {**found, **{k: v for k, v in given.items() if k in found}, "options": options}
@@ -133,11 +141,20 @@ class PostgresStore(SQLStore):
     distinct = "IS DISTINCT FROM"
 
     def __init__(
-        self, url: str, rules: Rules, *, writers: int = 4, max_batch: int = 256, pool_size: int = 10
+        self,
+        url: str,
+        rules: Rules,
+        *,
+        writers: int = 4,
+        max_batch: int = 256,
+        pool_size: int = 10,
+        timeout: float = 30.0,
     ):
         self.url = url
         self.conninfo = url.replace("postgresql+psycopg://", "postgresql://")
         self.options = connect_options(self.conninfo)
+        self.timeout = timeout
+        self.watchdog = Watchdog("juhe-sync-pg")
         self.max_batch = max_batch
         self.writer = Writer(PostgresDialect(), rules)
         # One queue per writer; a device's jobs always go to the same one (by its lock key), so they
@@ -146,20 +163,28 @@ class PostgresStore(SQLStore):
         self._queues: list[queue.SimpleQueue[Any]] = [queue.SimpleQueue() for _ in range(writers)]
         self._next_queue = itertools.count()
         self._closed = False
+        self._retrying, self._write_failed, self._read_failed = Throttle(log), Throttle(log), Throttle(log)
         # A database that is away must cost seconds, not minutes: connections give up after
         # CONNECT_TIMEOUT, notice a dead peer through TCP keepalives, statements end after
         # STATEMENT_TIMEOUT, a pooled connection is checked before it is handed out, and a read
         # waits at most READ_WAIT for one (then 503, and the client tries again).
         self.pool = ConnectionPool(
-            self.conninfo, min_size=1, max_size=pool_size, kwargs={"autocommit": True, **self.options},
-            open=True, timeout=READ_WAIT, check=ConnectionPool.check_connection, reconnect_timeout=READ_WAIT,
+            self.conninfo, min_size=1, max_size=pool_size,
+            kwargs={"autocommit": True, **connect_options(self.conninfo, timeout)},
+            open=True, timeout=READ_WAIT, check=self._check, reconnect_timeout=READ_WAIT,
         )  # fmt: skip
         self._threads = [
-            threading.Thread(target=self._run, args=(q,), name=f"juhe-sync-pg-writer-{i}", daemon=True)
+            threading.Thread(target=self._run, args=(q, i), name=f"juhe-sync-pg-writer-{i}", daemon=True)
             for i, q in enumerate(self._queues)
         ]
         for thread in self._threads:
             thread.start()
+
+    def _check(self, conn: psycopg.Connection[Any]) -> None:
+        """The pool's check of a connection before handing it out, which a frozen server would
+        otherwise hold forever."""
+        with self.watchdog.watch(conn.fileno(), CONNECT_TIMEOUT, "a pooled connection's check"):
+            ConnectionPool.check_connection(conn)
 
     # --- writes ----------------------------------------------------------------------------
 
@@ -171,18 +196,21 @@ class PostgresStore(SQLStore):
             index = next(self._next_queue) % len(self._queues)
         else:
             index = zlib.crc32(lock_key.encode("utf-8", "surrogatepass")) % len(self._queues)
-        self._queues[index].put(job)
+        enqueue(self._queues[index], job)
         return job.future
 
     def _connect(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self.conninfo, autocommit=False, **self.options)
 
-    def _run(self, jobs_queue: queue.SimpleQueue[Any]) -> None:
+    def _run(self, jobs_queue: queue.SimpleQueue[Any], index: int) -> None:
         conn: psycopg.Connection[Any] | None = None
+        depth = metrics.WRITE_QUEUE_DEPTH.labels(str(index))
         while True:
             jobs, stop = next_batch(jobs_queue, self.max_batch)
             if jobs:
+                depth.set(jobs_queue.qsize())
                 conn = self._run_batch(conn, jobs)
+                depth.set(jobs_queue.qsize())
             if stop:
                 break
         if conn is not None:
@@ -202,7 +230,10 @@ class PostgresStore(SQLStore):
                 last_error = exc
                 if not is_transient(exc):
                     break
-                log.warning("write batch attempt %d failed (%s); retrying", attempt + 1, exc)
+                metrics.WRITE_RETRIES.inc()
+                self._retrying.log(
+                    logging.WARNING, "write batch attempt %d failed (%s); retrying", attempt + 1, exc
+                )
                 if conn is not None and not conn.closed:
                     try:
                         conn.rollback()
@@ -212,14 +243,21 @@ class PostgresStore(SQLStore):
                 continue
             settle(outcomes)
             return conn
-        log.error("write batch of %d jobs failed: %s", len(jobs), last_error)
+        metrics.WRITE_FAILURES.inc()
+        self._write_failed.log(logging.ERROR, "write batch of %d jobs failed: %s", len(jobs), last_error)
         if conn is not None and not conn.closed:
             try:
                 conn.rollback()
             except psycopg.Error:
                 conn.close()
         # The client learns that nothing was stored (and retries); the database's text stays here.
-        fail(jobs, StorageError("The database could not store this; nothing was stored"))
+        if last_error is not None and is_transient(last_error):
+            fail(
+                jobs,
+                StorageUnavailable("The database is not answering; nothing was stored, try again shortly"),
+            )
+        else:
+            fail(jobs, StorageError("The database could not store this; nothing was stored"))
         return conn
 
     def _attempt(self, raw: psycopg.Connection[Any], jobs: list[WriteJob]) -> list[Outcome]:
@@ -229,30 +267,45 @@ class PostgresStore(SQLStore):
         # sync, so an error in any of its statements surfaces inside that job, and only that job's
         # savepoint is rolled back.
         conn = PgConn(raw)
-        with raw.pipeline() as pipeline:
-            # Every writer, in every process, takes the device locks of a batch in sorted order
-            # before touching a row: writes of one device are serialised and batches never deadlock.
-            for key in sorted({job.lock_key for job in jobs if job.lock_key is not None}):
-                conn.execute("SELECT pg_advisory_xact_lock(?, hashtext(?))", (_DEVICE_LOCK_SPACE, key))
-            self.writer.begin()
-            for job in jobs:
-                result, error = run_job(conn, self.writer, job.fn, pipeline.sync)
-                outcomes.append((job, result, error))
-            self.writer.before_commit(conn)
-        raw.commit()
+        started = time.perf_counter()
+        watch = self.watchdog.watch(raw.fileno(), STATEMENT_TIMEOUT + GRACE, "a write transaction")
+        with watch:
+            with raw.pipeline() as pipeline:
+                # Every writer, in every process, takes the device locks of a batch in sorted
+                # order before touching a row: writes of one device are serialised and batches
+                # never deadlock.
+                for key in sorted({job.lock_key for job in jobs if job.lock_key is not None}):
+                    conn.execute("SELECT pg_advisory_xact_lock(?, hashtext(?))", (_DEVICE_LOCK_SPACE, key))
+                self.writer.begin()
+                for job in jobs:
+                    result, error = run_job(conn, self.writer, job.fn, pipeline.sync)
+                    outcomes.append((job, result, error))
+                self.writer.before_commit(conn)
+            committing = time.perf_counter()
+            raw.commit()
+        done = time.perf_counter()
+        metrics.WRITE_BATCH_JOBS.observe(len(jobs))
+        metrics.WRITE_COMMIT_SECONDS.observe(done - committing)
+        metrics.WRITE_TRANSACTION_SECONDS.observe(done - started)
         return outcomes
 
     # --- reads -----------------------------------------------------------------------------
 
     def read(self, fn: Callable[[Any], T]) -> T:
         try:
-            with self.pool.connection() as raw:
+            with (
+                self.pool.connection() as raw,
+                self.watchdog.watch(raw.fileno(), self.timeout + GRACE, "a read"),
+            ):
                 return fn(PgConn(raw))
         except (PoolTimeout, psycopg.OperationalError) as exc:
             timed_out = isinstance(exc, psycopg.errors.QueryCanceled)  # the statement timeout
             if isinstance(exc, psycopg.OperationalError) and not (timed_out or is_transient(exc)):
                 raise
-            log.warning("read failed, the database is not answering: %s", type(exc).__name__)
+            metrics.READ_FAILURES.inc()
+            self._read_failed.log(
+                logging.WARNING, "read failed, the database is not answering: %s", type(exc).__name__
+            )
             raise StorageUnavailable("The database is not answering; try again shortly") from None
 
     def migrate(self) -> list[str]:
@@ -329,8 +382,13 @@ class PostgresStore(SQLStore):
         for jobs_queue in self._queues:
             jobs_queue.put(STOP)
         for thread in self._threads:
-            thread.join()
-        self.pool.close()
+            # A writer stuck on a database that stopped answering must not keep the process from
+            # exiting: nothing it holds was acknowledged.
+            thread.join(CLOSE_WAIT)
+            if thread.is_alive():
+                log.warning("%s still waits for the database; closing without it", thread.name)
+        self.watchdog.close()
+        self.pool.close(timeout=CLOSE_WAIT)
 
 
 def reset_sequences(conn: Any) -> None:

@@ -4,8 +4,8 @@ One writer thread owns the only writing connection. Callers hand it ``fn(conn)``
 whatever is queued, runs the jobs in one ``BEGIN IMMEDIATE`` transaction (each in its own savepoint,
 so one failing job never takes the others down), commits once, and only then resolves the jobs'
 futures. That is group commit: with ``synchronous=FULL`` in WAL mode every acknowledged callback is
-on disk, and a burst of N callbacks costs one fsync instead of N. Reads use one connection per
-thread and never wait for the writer (WAL).
+on disk, and a burst of N callbacks costs one fsync instead of N. Reads take one of a fixed pool
+of connections and never wait for the writer (WAL).
 """
 
 from __future__ import annotations
@@ -16,15 +16,18 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
+from juhe_sync import metrics
 from juhe_sync.errors import StorageError
+from juhe_sync.logs import Throttle
 from juhe_sync.records import MessageQuery, Page
 from juhe_sync.storage import reads, search
-from juhe_sync.storage.batches import STOP, Outcome, WriteJob, fail, next_batch, settle
+from juhe_sync.storage.batches import STOP, Outcome, WriteJob, enqueue, fail, next_batch, settle
 from juhe_sync.storage.migrations import apply_pending
 from juhe_sync.storage.sql import ID_LOW_MASK, ID_SHIFT, Rules, id_range, run_job
 from juhe_sync.storage.sqlstore import SQLStore
@@ -136,6 +139,7 @@ class SQLiteStore(SQLStore):
         self._readers_lock = threading.Lock()
         self._max_readers = max_readers
         self._closed = False
+        self._write_failed = Throttle(log)
         self._wconn = self._connect()
         self._thread = threading.Thread(target=self._run, name="juhe-sync-sqlite-writer", daemon=True)
         self._thread.start()
@@ -188,14 +192,17 @@ class SQLiteStore(SQLStore):
         if self._closed:
             raise StorageError("the store is closed")
         job = WriteJob(fn, lock_key)
-        self._queue.put(job)
+        enqueue(self._queue, job)
         return job.future
 
     def _run(self) -> None:
+        depth = metrics.WRITE_QUEUE_DEPTH.labels("0")
         while True:
             jobs, stop = next_batch(self._queue, self.max_batch)
             if jobs:
+                depth.set(self._queue.qsize())
                 self._run_batch(jobs)
+                depth.set(self._queue.qsize())
             if stop:
                 break
         self._wconn.close()
@@ -205,6 +212,7 @@ class SQLiteStore(SQLStore):
         outcomes: list[Outcome] = []
         pending = self.dialect.pending
         pending.clear()
+        started = time.perf_counter()
         try:
             conn.execute("BEGIN IMMEDIATE")
             self.writer.begin()
@@ -212,13 +220,16 @@ class SQLiteStore(SQLStore):
                 result, error = run_job(conn, self.writer, job.fn)
                 outcomes.append((job, result, error))
             self.writer.before_commit(conn)
+            committing = time.perf_counter()
             conn.execute("COMMIT")
         except Exception as exc:
+            metrics.WRITE_FAILURES.inc()
             pending.clear()
             # One line, no traceback: a full disk or a broken file is not a bug of ours.
-            log.error(
-                "write transaction failed; %d jobs not committed: %s: %s", len(jobs), type(exc).__name__, exc
-            )
+            self._write_failed.log(
+                logging.ERROR, "write transaction failed; %d jobs not committed: %s: %s",
+                len(jobs), type(exc).__name__, exc,
+            )  # fmt: skip
             if conn.in_transaction:
                 try:
                     conn.execute("ROLLBACK")
@@ -226,6 +237,10 @@ class SQLiteStore(SQLStore):
                     log.exception("rollback failed")
             fail(jobs, StorageError("The database could not store this; nothing was stored"))
             return
+        done = time.perf_counter()
+        metrics.WRITE_BATCH_JOBS.observe(len(jobs))
+        metrics.WRITE_COMMIT_SECONDS.observe(done - committing)
+        metrics.WRITE_TRANSACTION_SECONDS.observe(done - started)
         settle(outcomes)
 
     # --- Store -----------------------------------------------------------------------------

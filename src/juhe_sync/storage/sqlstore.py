@@ -162,15 +162,14 @@ class SQLStore(abc.ABC):
     def verified_guids(self) -> list[str]:
         return self.read(tokens.verified_guids)
 
-    def failed_events(self, device_id: int) -> int:
-        """Journal entries of the device that could not be applied (``replay`` retries them)."""
-        return int(
-            self.read(
-                lambda c: c.execute(
-                    "SELECT count(*) FROM journal WHERE status <> 'ok' AND device_id = ?", (device_id,)
-                ).fetchone()[0]
-            )
-        )
+    def failed_events(self, device_id: int | None = None) -> int:
+        """Journal entries (of one device, or of all) that could not be applied (``replay`` retries
+        them). Counted from a partial index that holds only those."""
+        sql = "SELECT count(*) FROM journal WHERE status <> 'ok'"
+        params: tuple[Any, ...] = ()
+        if device_id is not None:
+            sql, params = "SELECT count(*) FROM journal WHERE status <> 'ok' AND device_id = ?", (device_id,)
+        return int(self.read(lambda c: c.execute(sql, params).fetchone()[0]))
 
     def ping(self) -> None:
         """A trivial read: raises if the database does not answer."""

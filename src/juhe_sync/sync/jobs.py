@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from juhe_sync import metrics
 from juhe_sync.config import Settings
 from juhe_sync.errors import InvalidParams
 from juhe_sync.ids import int_or_none
@@ -109,11 +110,16 @@ class Syncer:
         run = self._write(guid, lambda conn: pulls.begin(conn, device_id, kind, full))
         try:
             body(run)
+        except SyncStopped:
+            metrics.SYNC_RUNS.labels(kind, "stopped").inc()
+            raise
         except Exception as exc:
+            metrics.SYNC_RUNS.labels(kind, "error").inc()
             message = str(exc) if isinstance(exc, SaasError) else f"{type(exc).__name__}: {exc}"
             log.warning("%s sync of %s failed: %s", kind, guid, message)
             self._write(guid, lambda conn: pulls.fail(conn, device_id, kind, message))
             raise
+        metrics.SYNC_RUNS.labels(kind, "ok").inc()
 
     # --- jobs ------------------------------------------------------------------------------
 
@@ -291,7 +297,9 @@ class Syncer:
                     pulls.progress(conn, device_id, "messages", cursor, n)
                     return applied.messages_added
 
-                report.messages += self._write(guid, page)
+                added = self._write(guid, page)
+                metrics.MESSAGES_STORED.labels("pull").inc(added)
+                report.messages += added
                 if progress:
                     progress("messages", done, None)
                 more = int_or_none(data.get("continue_flag"))

@@ -16,12 +16,14 @@ from juhe_sync import __version__, logs
 from juhe_sync.config import Settings
 from juhe_sync.errors import ApiError, Unauthorized
 from juhe_sync.ingest.envelope import parse_body
-from juhe_sync.service.ingest import Ingestor
+from juhe_sync.service.ingest import Ingestor, count_refused
 from juhe_sync.service.runtime import Runtime
 from juhe_sync.storage.sqlstore import SQLStore
 from juhe_sync.web import errors, schemas
 from juhe_sync.web.body import read_body
 from juhe_sync.web.edge import EdgeGuard, HostRule, principal_of
+from juhe_sync.web.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from juhe_sync.web.metrics import RequestMetrics, exposition, process_exiting
 from juhe_sync.web.openapi import CALLBACK_SCHEMA, error_responses, openapi_document
 from juhe_sync.web.responses import json_response, ok
 
@@ -73,6 +75,7 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
         finally:
             await runtime.stop()
             large_worker.shutdown(wait=False)
+            process_exiting()
 
     app = FastAPI(
         title="juhe-sync",
@@ -88,6 +91,8 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
         public=PUBLIC_ROUTES,
         unchecked_host=PROBES,
     )
+    # Added last, so outermost: it also times what the edge refuses.
+    app.add_middleware(RequestMetrics, routes=app.router.routes)
     large_bodies = asyncio.Semaphore(1)
     # One thread for them too: what a large body allocates is freed into the same malloc arena
     # that the next one allocates from, instead of into one arena per pool thread.
@@ -113,16 +118,19 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
         token = request.query_params.get("token")
         ingestor: Ingestor = request.app.state.ingestor
         if not ingestor.admits(token):
+            count_refused("callback", 401)
             raise Unauthorized(
                 "callback secret missing or wrong: the notify URL needs ?token=<JUHE_SYNC_CALLBACK_TOKEN>"
             )
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) <= LARGE_BODY:
-            await ingestor.ingest(await read_body(request, settings.max_body_bytes), "callback", token=token)
+            await ingestor.ingest(
+                await _read_callback(request, settings.max_body_bytes), "callback", token=token
+            )
         else:
             # One large body at a time, from its first byte to its commit: their memory never adds up.
             async with large_bodies:
-                text = await read_body(request, settings.max_body_bytes)
+                text = await _read_callback(request, settings.max_body_bytes)
                 worker = large_worker if len(text) > LARGE_BODY else None
                 await ingestor.ingest(text, "callback", token=token, worker=worker)
                 del text
@@ -260,6 +268,24 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
     def sync_status(request: Request, guid: Guid) -> Response:
         return ok(request.app.state.runtime.sync_status(guid))
 
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        responses={
+            200: {
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+                "description": "Prometheus text format",
+            },
+            **error_responses(400, 401, 403, 500),
+        },
+        summary="Prometheus metrics",
+        description="Counters and histograms of every worker process, summed, and the database's "
+        "failed-event count. Admin tokens only: the labels name devices of every scope.",
+    )
+    def prometheus(request: Request) -> Response:
+        principal_of(request.scope).require_admin("read metrics")
+        return Response(exposition(request.app.state.store), media_type=METRICS_CONTENT_TYPE)
+
     if settings.bench_routes:
 
         @app.post("/_bench/parse", include_in_schema=False)
@@ -285,6 +311,14 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
 
     app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
     return app
+
+
+async def _read_callback(request: Request, limit: int) -> str:
+    try:
+        return await read_body(request, limit)
+    except ApiError as exc:  # too large, not UTF-8, or the sender gave up midway
+        count_refused("callback", exc.status)
+        raise
 
 
 def _token_json(record: Any) -> dict[str, Any]:
