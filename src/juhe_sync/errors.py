@@ -11,9 +11,13 @@ class ApiError(Exception):
     status: int = 500
     code: str = "INTERNAL_ERROR"
 
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
+    def __init__(
+        self, message: str, *, status: int | None = None, code: str | None = None, logged: bool = False
+    ):
         super().__init__(message)
         self.message = message
+        #: Whoever raised it has logged the cause already (once per interval for a recurring one).
+        self.logged = logged
         if status is not None:
             self.status = status
         if code is not None:

@@ -13,7 +13,7 @@ from juhe_sync.service.queries import QueryService
 from juhe_sync.storage.sql import Applied
 from juhe_sync.storage.sqlstore import SQLStore
 from juhe_sync.storage.writer import Writer
-from juhe_sync.web.metrics import exposition
+from juhe_sync.web.metrics import StoreCollector, exposition
 from tests.conftest import ACCOUNT, GUID, callback_fixtures, fixture_json, fixture_text
 from tests.helpers import feed, feed_fixtures, snapshot
 from tests.unit.test_normalize import EXPECTED
@@ -303,7 +303,7 @@ def test_a_database_error_in_apply_is_journalled_as_failed_on_every_backend(stor
     assert bad.result(timeout=30).status == "failed"
     status = QueryService(store).sync_status(GUID)
     assert status["failed_events"] == 1 and "not applied" in status["last_error"]
-    assert "juhe_sync_journal_failed_events 1.0" in exposition(store).decode()
+    assert "juhe_sync_journal_failed_events 1.0" in exposition(StoreCollector(store)).decode()
     monkeypatch.undo()
     good = store.submit_event(*_event("callback_11010_text_room.json"))
     assert good.result(timeout=30).status == "stored"
@@ -312,4 +312,4 @@ def test_a_database_error_in_apply_is_journalled_as_failed_on_every_backend(stor
     assert store.replay().messages_added == 1
     assert store.device(GUID).messages_count == 2  # type: ignore[union-attr]
     assert QueryService(store).sync_status(GUID)["failed_events"] == 0
-    assert "juhe_sync_journal_failed_events 0.0" in exposition(store).decode()
+    assert "juhe_sync_journal_failed_events 0.0" in exposition(StoreCollector(store)).decode()

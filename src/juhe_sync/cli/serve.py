@@ -89,6 +89,7 @@ def _metrics_dir(workers: int) -> Iterator[None]:
         yield
         return
     if given:
+        Path(given).mkdir(parents=True, exist_ok=True)
         # Values left by an earlier run would be summed with this one's.
         for stale in Path(given).glob("*.db"):
             stale.unlink()

@@ -106,7 +106,8 @@ class Ingestor:
             future.cancel()
             self._slow.log(logging.WARNING, "a callback's commit took over %g s; answered 503", self.timeout)
             raise StorageUnavailable(
-                "The database did not confirm the write in time; nothing was acknowledged, send it again"
+                "The database did not confirm the write in time; nothing was acknowledged, send it again",
+                logged=True,
             ) from None
 
     async def _after(self, event: Event, outcome: IngestOutcome, *, trusted: bool) -> None:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import queue
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
+from juhe_sync import metrics
 from juhe_sync.errors import StorageUnavailable
+from juhe_sync.logs import Throttle
+
+log = logging.getLogger("juhe_sync.storage")
 
 #: Put on a queue to stop its writer once what is queued before it has run.
 STOP = object()
@@ -30,30 +35,46 @@ class WriteJob:
 Outcome = tuple[WriteJob, Any, BaseException | None]
 
 
-def enqueue(jobs: queue.SimpleQueue[Any], job: WriteJob) -> None:
-    if jobs.qsize() >= MAX_QUEUED:
-        raise StorageUnavailable("The database is falling behind; nothing was stored, try again shortly")
-    jobs.put(job)
+class JobQueue:
+    """One writer's queue, its depth kept in the metrics as jobs come and go."""
 
+    def __init__(self, name: str):
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._depth = metrics.WRITE_QUEUE_DEPTH.labels(name)
+        self._full = Throttle(log)
 
-def next_batch(jobs: queue.SimpleQueue[Any], most: int) -> tuple[list[WriteJob], bool]:
-    """Wait for a job, then take whatever else is queued (up to ``most``): (live jobs, stop seen).
-    Jobs whose futures were cancelled are left out."""
-    first = jobs.get()
-    if first is STOP:
-        return [], True
-    batch = [first]
-    stop = False
-    while len(batch) < most:
-        try:
-            job = jobs.get_nowait()
-        except queue.Empty:
-            break
-        if job is STOP:
-            stop = True
-            break
-        batch.append(job)
-    return [job for job in batch if job.future.set_running_or_notify_cancel()], stop
+    def put(self, job: WriteJob) -> None:
+        if self._jobs.qsize() >= MAX_QUEUED:
+            self._full.log(logging.ERROR, "a writer's queue is full (%d jobs): refusing writes", MAX_QUEUED)
+            raise StorageUnavailable(
+                "The database is falling behind; nothing was stored, try again shortly", logged=True
+            )
+        self._jobs.put(job)
+        self._depth.inc()
+
+    def stop(self) -> None:
+        """Stop the writer once what is queued before now has run."""
+        self._jobs.put(STOP)
+
+    def next_batch(self, most: int) -> tuple[list[WriteJob], bool]:
+        """Wait for a job, then take whatever else is queued (up to ``most``): (live jobs, stop
+        seen). Jobs whose futures were cancelled are left out."""
+        first = self._jobs.get()
+        if first is STOP:
+            return [], True
+        batch = [first]
+        stop = False
+        while len(batch) < most:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is STOP:
+                stop = True
+                break
+            batch.append(job)
+        self._depth.dec(len(batch))
+        return [job for job in batch if job.future.set_running_or_notify_cancel()], stop
 
 
 def settle(outcomes: list[Outcome]) -> None:

@@ -10,10 +10,8 @@ batch a no-op.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
-import queue
 import threading
 import time
 import zlib
@@ -22,7 +20,6 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from juhe_sync import metrics
@@ -31,8 +28,18 @@ from juhe_sync.errors import StorageError, StorageUnavailable
 from juhe_sync.logs import Throttle
 from juhe_sync.records import MessageQuery, Page
 from juhe_sync.storage import reads, search
-from juhe_sync.storage.batches import STOP, Outcome, WriteJob, enqueue, fail, next_batch, settle
+from juhe_sync.storage.batches import JobQueue, Outcome, WriteJob, fail, settle
 from juhe_sync.storage.migrations import apply_pending
+from juhe_sync.storage.pgconn import (
+    CLOSE_WAIT,
+    CONNECT_TIMEOUT,
+    GRACE,
+    READ_WAIT,
+    STATEMENT_TIMEOUT,
+    PgConn,
+    connect_options,
+    is_transient,
+)
 from juhe_sync.storage.sql import ID_LOW_MASK, ID_SHIFT, Rules, id_range, run_job
 from juhe_sync.storage.sqlstore import SQLStore
 from juhe_sync.storage.watchdog import Watchdog
@@ -45,59 +52,6 @@ T = TypeVar("T")
 _MIGRATION_LOCK = 7_260_415
 #: First key of the two-key advisory locks that serialise writes per device.
 _DEVICE_LOCK_SPACE = 7_260_416
-#: Seconds: opening a connection, one statement of a writer, a read waiting for a pooled
-#: connection. Reads end after the store's ``timeout`` (JUHE_SYNC_STORAGE_TIMEOUT).
-CONNECT_TIMEOUT = 5
-STATEMENT_TIMEOUT = 60
-READ_WAIT = 5.0
-#: Seconds close() waits for each writer, and for the pool, before it gives up on them.
-CLOSE_WAIT = 5.0
-#: Seconds past its own timeout the server gets before the watchdog cuts the connection.
-GRACE = 2.0
-
-
-def connect_options(conninfo: str, statement_timeout: float = STATEMENT_TIMEOUT) -> dict[str, Any]:
-    """Timeouts and keepalives, added to (never replacing) what the URL sets."""
-    given = conninfo_to_dict(conninfo)
-    options = f"{given.get('options') or ''} -c statement_timeout={round(statement_timeout * 1000)}".strip()
-    found: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT, "keepalives": 1, "keepalives_idle": 10,
-                             "keepalives_interval": 5, "keepalives_count": 3}  # fmt: skip
-    return {**found, **{k: v for k, v in given.items() if k in found}, "options": options}
-
-
-#: SQLSTATE classes worth a retry of the whole batch: 40 transaction rollback (serialisation
-#: failure, deadlock), 08 connection exception, 57P operator intervention (shutdown, cannot connect
-#: now), 53 insufficient resources. Anything else (a value too large for an index row, a number
-#: out of range) fails the same way every time: retrying it would fail the good jobs batched with it.
-_TRANSIENT_STATES = ("40", "08", "57P", "53")
-
-
-def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, psycopg.errors.PipelineAborted):
-        return False  # the error that aborted the pipeline is the one that counts
-    if not isinstance(exc, psycopg.Error):
-        return False
-    state = exc.sqlstate
-    if state is None:  # no answer from the server: a lost connection
-        return isinstance(exc, psycopg.OperationalError)
-    return state.startswith(_TRANSIENT_STATES)
-
-
-@functools.lru_cache(maxsize=4096)
-def _placeholders(sql: str) -> str:
-    return sql.replace("?", "%s")
-
-
-class PgConn:
-    """A psycopg connection that takes the ``?`` placeholders the shared SQL is written with."""
-
-    __slots__ = ("raw",)
-
-    def __init__(self, raw: psycopg.Connection[Any]):
-        self.raw = raw
-
-    def execute(self, sql: str, params: Any = None) -> Any:
-        return self.raw.execute(_placeholders(sql), params)
 
 
 class PostgresDialect:
@@ -160,7 +114,7 @@ class PostgresStore(SQLStore):
         # One queue per writer; a device's jobs always go to the same one (by its lock key), so they
         # gather into that writer's batches instead of queueing for the device's advisory lock
         # behind the other writers. Jobs without a key are spread round-robin.
-        self._queues: list[queue.SimpleQueue[Any]] = [queue.SimpleQueue() for _ in range(writers)]
+        self._queues = [JobQueue(str(i)) for i in range(writers)]
         self._next_queue = itertools.count()
         self._closed = False
         self._retrying, self._write_failed, self._read_failed = Throttle(log), Throttle(log), Throttle(log)
@@ -174,7 +128,7 @@ class PostgresStore(SQLStore):
             open=True, timeout=READ_WAIT, check=self._check, reconnect_timeout=READ_WAIT,
         )  # fmt: skip
         self._threads = [
-            threading.Thread(target=self._run, args=(q, i), name=f"juhe-sync-pg-writer-{i}", daemon=True)
+            threading.Thread(target=self._run, args=(q,), name=f"juhe-sync-pg-writer-{i}", daemon=True)
             for i, q in enumerate(self._queues)
         ]
         for thread in self._threads:
@@ -196,21 +150,18 @@ class PostgresStore(SQLStore):
             index = next(self._next_queue) % len(self._queues)
         else:
             index = zlib.crc32(lock_key.encode("utf-8", "surrogatepass")) % len(self._queues)
-        enqueue(self._queues[index], job)
+        self._queues[index].put(job)
         return job.future
 
     def _connect(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self.conninfo, autocommit=False, **self.options)
 
-    def _run(self, jobs_queue: queue.SimpleQueue[Any], index: int) -> None:
+    def _run(self, jobs_queue: JobQueue) -> None:
         conn: psycopg.Connection[Any] | None = None
-        depth = metrics.WRITE_QUEUE_DEPTH.labels(str(index))
         while True:
-            jobs, stop = next_batch(jobs_queue, self.max_batch)
+            jobs, stop = jobs_queue.next_batch(self.max_batch)
             if jobs:
-                depth.set(jobs_queue.qsize())
                 conn = self._run_batch(conn, jobs)
-                depth.set(jobs_queue.qsize())
             if stop:
                 break
         if conn is not None:
@@ -234,31 +185,34 @@ class PostgresStore(SQLStore):
                 self._retrying.log(
                     logging.WARNING, "write batch attempt %d failed (%s); retrying", attempt + 1, exc
                 )
-                if conn is not None and not conn.closed:
-                    try:
-                        conn.rollback()
-                    except psycopg.Error:
-                        conn.close()
+                self._rollback(conn)
                 time.sleep(backoff.next())
                 continue
             settle(outcomes)
             return conn
         metrics.WRITE_FAILURES.inc()
         self._write_failed.log(logging.ERROR, "write batch of %d jobs failed: %s", len(jobs), last_error)
-        if conn is not None and not conn.closed:
-            try:
-                conn.rollback()
-            except psycopg.Error:
-                conn.close()
+        self._rollback(conn)
         # The client learns that nothing was stored (and retries); the database's text stays here.
         if last_error is not None and is_transient(last_error):
             fail(
                 jobs,
-                StorageUnavailable("The database is not answering; nothing was stored, try again shortly"),
+                StorageUnavailable(
+                    "The database is not answering; nothing was stored, try again shortly", logged=True
+                ),
             )
         else:
-            fail(jobs, StorageError("The database could not store this; nothing was stored"))
+            fail(jobs, StorageError("The database could not store this; nothing was stored", logged=True))
         return conn
+
+    def _rollback(self, conn: psycopg.Connection[Any] | None) -> None:
+        if conn is None or conn.closed:
+            return
+        try:
+            with self.watchdog.watch(conn.fileno(), CONNECT_TIMEOUT, "a rollback"):
+                conn.rollback()
+        except (psycopg.Error, OSError):
+            conn.close()
 
     def _attempt(self, raw: psycopg.Connection[Any], jobs: list[WriteJob]) -> list[Outcome]:
         outcomes: list[Outcome] = []
@@ -266,10 +220,9 @@ class PostgresStore(SQLStore):
         # with the next one that is read, instead of costing a round trip each. Each job ends with a
         # sync, so an error in any of its statements surfaces inside that job, and only that job's
         # savepoint is rolled back.
-        conn = PgConn(raw)
         started = time.perf_counter()
-        watch = self.watchdog.watch(raw.fileno(), STATEMENT_TIMEOUT + GRACE, "a write transaction")
-        with watch:
+        with self.watchdog.watch(raw.fileno(), STATEMENT_TIMEOUT + GRACE, "a write transaction") as watch:
+            conn = PgConn(raw, watch)
             with raw.pipeline() as pipeline:
                 # Every writer, in every process, takes the device locks of a batch in sorted
                 # order before touching a row: writes of one device are serialised and batches
@@ -282,6 +235,7 @@ class PostgresStore(SQLStore):
                     outcomes.append((job, result, error))
                 self.writer.before_commit(conn)
             committing = time.perf_counter()
+            watch.rearm()
             raw.commit()
         done = time.perf_counter()
         metrics.WRITE_BATCH_JOBS.observe(len(jobs))
@@ -306,7 +260,9 @@ class PostgresStore(SQLStore):
             self._read_failed.log(
                 logging.WARNING, "read failed, the database is not answering: %s", type(exc).__name__
             )
-            raise StorageUnavailable("The database is not answering; try again shortly") from None
+            raise StorageUnavailable(
+                "The database is not answering; try again shortly", logged=True
+            ) from None
 
     def migrate(self) -> list[str]:
         # No statement timeout here: a migration may rewrite a large table.
@@ -380,11 +336,12 @@ class PostgresStore(SQLStore):
             return
         self._closed = True
         for jobs_queue in self._queues:
-            jobs_queue.put(STOP)
+            jobs_queue.stop()
+        # A writer stuck on a database that stopped answering must not keep the process from
+        # exiting: nothing it holds was acknowledged. All of them share one wait.
+        until = time.monotonic() + CLOSE_WAIT
         for thread in self._threads:
-            # A writer stuck on a database that stopped answering must not keep the process from
-            # exiting: nothing it holds was acknowledged.
-            thread.join(CLOSE_WAIT)
+            thread.join(max(0.0, until - time.monotonic()))
             if thread.is_alive():
                 log.warning("%s still waits for the database; closing without it", thread.name)
         self.watchdog.close()

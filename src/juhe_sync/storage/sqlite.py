@@ -27,7 +27,7 @@ from juhe_sync.errors import StorageError
 from juhe_sync.logs import Throttle
 from juhe_sync.records import MessageQuery, Page
 from juhe_sync.storage import reads, search
-from juhe_sync.storage.batches import STOP, Outcome, WriteJob, enqueue, fail, next_batch, settle
+from juhe_sync.storage.batches import JobQueue, Outcome, WriteJob, fail, settle
 from juhe_sync.storage.migrations import apply_pending
 from juhe_sync.storage.sql import ID_LOW_MASK, ID_SHIFT, Rules, id_range, run_job
 from juhe_sync.storage.sqlstore import SQLStore
@@ -130,7 +130,7 @@ class SQLiteStore(SQLStore):
         self.max_batch = max_batch
         self.dialect = SQLiteDialect()
         self.writer = Writer(self.dialect, rules)
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._queue = JobQueue("0")
         # A fixed pool of read connections, handed to whichever thread reads. Connections kept per
         # thread piled up as the server's thread pool retired threads and started new ones (each
         # with up to 64 MB of page cache), until the process ran out of file handles.
@@ -192,17 +192,14 @@ class SQLiteStore(SQLStore):
         if self._closed:
             raise StorageError("the store is closed")
         job = WriteJob(fn, lock_key)
-        enqueue(self._queue, job)
+        self._queue.put(job)
         return job.future
 
     def _run(self) -> None:
-        depth = metrics.WRITE_QUEUE_DEPTH.labels("0")
         while True:
-            jobs, stop = next_batch(self._queue, self.max_batch)
+            jobs, stop = self._queue.next_batch(self.max_batch)
             if jobs:
-                depth.set(self._queue.qsize())
                 self._run_batch(jobs)
-                depth.set(self._queue.qsize())
             if stop:
                 break
         self._wconn.close()
@@ -235,7 +232,7 @@ class SQLiteStore(SQLStore):
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     log.exception("rollback failed")
-            fail(jobs, StorageError("The database could not store this; nothing was stored"))
+            fail(jobs, StorageError("The database could not store this; nothing was stored", logged=True))
             return
         done = time.perf_counter()
         metrics.WRITE_BATCH_JOBS.observe(len(jobs))
@@ -277,7 +274,7 @@ class SQLiteStore(SQLStore):
         if self._closed:
             return
         self._closed = True
-        self._queue.put(STOP)
+        self._queue.stop()
         self._thread.join()
         with self._readers_lock:
             for conn in self._readers:

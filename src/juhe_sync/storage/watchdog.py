@@ -24,32 +24,56 @@ log = logging.getLogger("juhe_sync.storage")
 TICK = 0.25
 
 
+class Watch:
+    """One watched operation. :meth:`rearm` starts its deadline again: call it when the server
+    has just answered, so that a long run of quick statements is not cut, only silence is."""
+
+    __slots__ = ("deadline", "seconds", "sock", "what")
+
+    def __init__(self, sock: socket.socket, seconds: float, what: str):
+        # A duplicate of the connection's socket: whatever the connection does with its own
+        # descriptor (libpq closes it on an error), this one stays that socket until closed.
+        self.sock = sock
+        self.seconds = seconds
+        self.what = what
+        self.deadline = time.monotonic() + seconds
+
+    def rearm(self) -> None:
+        self.deadline = time.monotonic() + self.seconds
+
+
 class Watchdog:
     def __init__(self, name: str):
         self.name = name
-        #: key -> (deadline, socket file descriptor, what runs)
-        self._watched: dict[int, tuple[float, int, str]] = {}
+        self._watched: dict[int, Watch] = {}
         self._keys = itertools.count()
-        # Held while cutting and while an operation ends, so that a descriptor is never cut after
-        # its operation has ended (and the number perhaps been reused).
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     @contextlib.contextmanager
-    def watch(self, fileno: int, seconds: float, what: str) -> Iterator[None]:
-        """Cut ``fileno`` if the block is still running after ``seconds``."""
+    def watch(self, fileno: int, seconds: float, what: str) -> Iterator[Watch]:
+        """Cut the socket ``fileno`` if the block runs past ``seconds`` since it began (or since
+        the last :meth:`Watch.rearm`)."""
+        duplicate = os.dup(fileno)
+        try:
+            sock = socket.socket(fileno=duplicate)
+        except OSError:
+            os.close(duplicate)
+            raise
+        watch = Watch(sock, seconds, what)
         key = next(self._keys)
         with self._lock:
-            self._watched[key] = (time.monotonic() + seconds, fileno, what)
-            if self._thread is None:
+            self._watched[key] = watch
+            if self._thread is None and not self._stop.is_set():
                 self._thread = threading.Thread(target=self._run, name=f"{self.name}-watchdog", daemon=True)
                 self._thread.start()
         try:
-            yield
+            yield watch
         finally:
             with self._lock:
                 self._watched.pop(key, None)
+            sock.close()
 
     def close(self) -> None:
         self._stop.set()
@@ -58,19 +82,11 @@ class Watchdog:
         while not self._stop.wait(TICK):
             now = time.monotonic()
             with self._lock:
-                expired = [(key, entry) for key, entry in self._watched.items() if entry[0] <= now]
-                for key, (_, fileno, what) in expired:
+                expired = [(key, w) for key, w in self._watched.items() if w.deadline <= now]
+                for key, watch in expired:
                     del self._watched[key]
-                    _cut(fileno)
-                    log.warning("%s: the database did not answer in time; connection cut", what)
-
-
-def _cut(fileno: int) -> None:
-    # Shut down (not close) a duplicate: the blocked call on the original descriptor wakes with an
-    # error, and the descriptor stays valid until its owner closes it.
-    with contextlib.suppress(OSError):
-        dup = socket.socket(fileno=os.dup(fileno))
-        try:
-            dup.shutdown(socket.SHUT_RDWR)
-        finally:
-            dup.close()
+                    # Shut down, not close: the blocked call wakes with an error, and the owner
+                    # closes its descriptor as it always does.
+                    with contextlib.suppress(OSError):
+                        watch.sock.shutdown(socket.SHUT_RDWR)
+                    log.warning("%s: the database did not answer in time; connection cut", watch.what)

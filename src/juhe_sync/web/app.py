@@ -23,7 +23,7 @@ from juhe_sync.web import errors, schemas
 from juhe_sync.web.body import read_body
 from juhe_sync.web.edge import EdgeGuard, HostRule, principal_of
 from juhe_sync.web.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from juhe_sync.web.metrics import RequestMetrics, exposition, process_exiting
+from juhe_sync.web.metrics import RequestMetrics, StoreCollector, exposition, process_exiting
 from juhe_sync.web.openapi import CALLBACK_SCHEMA, error_responses, openapi_document
 from juhe_sync.web.responses import json_response, ok
 
@@ -70,9 +70,11 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
         # What routes and the edge guard use, by name.
         app.state.store, app.state.queries, app.state.tokens = runtime.store, runtime.queries, runtime.tokens
         app.state.auth, app.state.ingestor = runtime.auth, runtime.ingestor
+        app.state.store_metrics = StoreCollector(runtime.store)
         try:
             yield
         finally:
+            app.state.store_metrics.close()
             await runtime.stop()
             large_worker.shutdown(wait=False)
             process_exiting()
@@ -284,7 +286,7 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
     )
     def prometheus(request: Request) -> Response:
         principal_of(request.scope).require_admin("read metrics")
-        return Response(exposition(request.app.state.store), media_type=METRICS_CONTENT_TYPE)
+        return Response(exposition(request.app.state.store_metrics), media_type=METRICS_CONTENT_TYPE)
 
     if settings.bench_routes:
 

@@ -10,7 +10,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
-from juhe_sync.errors import ApiError, ClientGone, StorageError, StorageUnavailable, error_body
+from juhe_sync.errors import ApiError, ClientGone, error_body
 from juhe_sync.web.responses import error_response, json_response
 
 log = logging.getLogger("juhe_sync.web")
@@ -36,7 +36,7 @@ def _validation_message(exc: RequestValidationError) -> str:
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Response:
-        if isinstance(exc, StorageError | StorageUnavailable):
+        if exc.logged:
             pass  # the store logged the cause, once per interval however many requests it failed
         elif exc.status >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, exc.message)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -62,19 +64,33 @@ class RequestMetrics:
 
 
 class StoreCollector:
-    """What the database knows, read at scrape time (the same in every process)."""
+    """What the database knows, read at scrape time (the same in every process). The query gets
+    ``timeout`` seconds, well within a scrape's own timeout: a database that does not answer must
+    show as ``juhe_sync_storage_up 0``, not make the whole scrape fail."""
 
-    def __init__(self, store: SQLStore):
+    def __init__(self, store: SQLStore, timeout: float = 2.0):
         self.store = store
+        self.timeout = timeout
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="juhe-sync-scrape")
+        #: A query still running from an earlier scrape: waited for again, never queued twice.
+        self._pending: Future[int] | None = None
+
+    def close(self) -> None:
+        self._worker.shutdown(wait=False, cancel_futures=True)
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("juhe_sync_storage_up", "1 when the database answered this scrape.")
+        if self._pending is None:
+            self._pending = self._worker.submit(self.store.failed_events)
         try:
-            failed = self.store.failed_events()
-        except Exception:  # the scrape still tells the rest, and that the database is away
+            failed = self._pending.result(timeout=self.timeout)
+        except Exception as exc:  # the scrape still tells the rest, and that the database is away
+            if not isinstance(exc, TimeoutError):
+                self._pending = None
             up.add_metric([], 0)
             yield up
             return
+        self._pending = None
         up.add_metric([], 1)
         yield up
         yield GaugeMetricFamily(
@@ -84,19 +100,35 @@ class StoreCollector:
         )
 
 
-def exposition(store: SQLStore) -> bytes:
+def exposition(store: StoreCollector) -> bytes:
     """The text a scrape gets: this process's metrics (every worker's, summed, in multiprocess
     mode) and the database's."""
     directory = multiprocess_dir()
     if directory is None:
         own = generate_latest(REGISTRY)
     else:
+        _forget_dead_workers(directory)
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
         own = generate_latest(registry)
     scrape = CollectorRegistry(auto_describe=False)
-    scrape.register(StoreCollector(store))
+    scrape.register(store)
     return own + generate_latest(scrape)
+
+
+def _forget_dead_workers(directory: str) -> None:
+    """A worker killed without a clean shutdown (OOM, a missed health check) leaves its live gauges
+    behind: a WebSocket would read as connected for ever."""
+    for path in Path(directory).glob("gauge_live*_*.db"):
+        try:
+            pid = int(path.stem.rsplit("_", 1)[1])
+            os.kill(pid, 0)
+        except ValueError:
+            continue
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+        except PermissionError:
+            continue  # alive, another user's
 
 
 def process_exiting() -> None:
