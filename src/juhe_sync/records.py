@@ -154,6 +154,20 @@ class IngestOutcome:
     skipped: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Around:
+    """The messages around one message of a conversation, oldest first."""
+
+    conversation: str
+    #: Messages in the conversation.
+    total: int
+    #: Row ids of ``items`` (keyset positions for cursors).
+    ids: list[int]
+    items: list[dict[str, Any]]
+    older: bool
+    newer: bool
+
+
 @dataclass(slots=True)
 class ReplayStats:
     events: int = 0

@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from juhe_sync.errors import InvalidParams, NotFound
 from juhe_sync.ids import norm_id
 from juhe_sync.records import Device, MessageQuery, Page
+from juhe_sync.service.previews import preview
 from juhe_sync.storage.sqlstore import SQLStore
 from juhe_sync.timeutil import parse_query_time
 
@@ -121,6 +123,50 @@ class QueryService:
             raise NotFound(f"Room {room_id} not found")
         return {"room_id": f"R:{room}", **_page_data("members", result, page, limit)}
 
+    def devices(
+        self,
+        guids: frozenset[str] | None,
+        page: int,
+        limit: int,
+        cursor: str | None,
+        busy: Callable[[str], bool],
+    ) -> dict[str, Any]:
+        """Every device ``guids`` allows (None: all), with its account, counters and state."""
+        after = decode_cursor("devices", cursor, str)
+        result = self.store.devices(guids, (page - 1) * limit, limit, after)
+        for row in result.items:
+            kinds = _sync_kinds(self.store, row.pop("id"))
+            state = row.pop("state")
+            row.update(
+                name=row.pop("account_name"),
+                online=_ONLINE.get(state),
+                login_state=state,
+                status=_overall_status(state, kinds, busy(row["guid"])),
+            )
+        return _page_data("devices", result, page, limit)
+
+    def conversations(
+        self,
+        guid: str | None,
+        *,
+        keyword: str | None,
+        kind: str | None,
+        page: int,
+        limit: int,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        after = decode_cursor("conversations", cursor, int)
+        keyword = text_param("keyword", keyword)
+        device = self._device(guid)
+        result = Page()
+        if device is not None:
+            result = self.store.conversations(
+                device.id, keyword or None, kind, (page - 1) * limit, limit, after
+            )
+        for item in result.items:
+            item["last_message"] = preview(item["last_message"])
+        return _page_data("conversations", result, page, limit)
+
     def messages(
         self,
         guid: str | None,
@@ -133,6 +179,7 @@ class QueryService:
         limit: int,
         order: str,
         cursor: str | None = None,
+        around: str | None = None,
     ) -> dict[str, Any]:
         guid = require_guid(guid)
         after = decode_cursor("messages", cursor, int)
@@ -140,6 +187,12 @@ class QueryService:
         conversation_id = text_param("conversation_id", conversation_id)
         if conversation_id is not None and conversation_id != "" and not _CONVERSATION.match(conversation_id):
             raise InvalidParams("conversation_id must be S:<user_id> or R:<room_id>")
+        if around is not None:
+            if keyword or cursor or start_time or end_time or page != 1:
+                raise InvalidParams("around takes only guid, conversation_id, limit and order")
+            return self._around(
+                guid, text_param("around", around) or "", conversation_id or None, limit, order
+            )
         start = _time_bound("start_time", start_time, end=False)
         end = _time_bound("end_time", end_time, end=True)
         if start is not None and end is not None and start > end:
@@ -162,20 +215,39 @@ class QueryService:
             )
         return _page_data("messages", result, page, limit)
 
+    def _around(
+        self, guid: str, message_id: str, conversation: str | None, limit: int, order: str
+    ) -> dict[str, Any]:
+        device = self.store.device(guid)
+        found = None if device is None or not message_id else (
+            self.store.messages_around(device.id, message_id, conversation, limit)
+        )  # fmt: skip
+        if found is None:
+            raise NotFound(f"Message {message_id} not found")
+        items, ids, forward, backward = found.items, found.ids, found.newer, found.older
+        if order == "desc":
+            items, ids, forward, backward = items[::-1], ids[::-1], found.older, found.newer
+        return {
+            "messages": items,
+            "total": found.total,
+            "page": 1,
+            "limit": limit,
+            "conversation_id": found.conversation,
+            "next_cursor": encode_cursor("messages", ids[-1]) if forward else None,
+            # The other way: pass it with the opposite order.
+            "prev_cursor": encode_cursor("messages", ids[0]) if backward else None,
+        }
+
     def sync_status(self, guid: str | None, queued: bool = False) -> dict[str, Any]:
         """``queued``: a sync of the device waits or runs in this process (it counts as syncing)."""
         guid = require_guid(guid)
         device = self.store.device(guid)
         if device is None:
             raise NotFound(f"Device {guid} not found")
-        kinds = self.store.sync_states(device.id)
-        for kind in kinds:
-            # A run whose process died (its lease lapsed) is not syncing; the next run resumes it.
-            if kind["status"] == "running" and not kind["alive"]:
-                kind["status"] = "interrupted"
+        kinds = _sync_kinds(self.store, device.id)
         return {
             "guid": device.guid,
-            "status": _overall_status(device, kinds, queued),
+            "status": _overall_status(device.state, kinds, queued),
             "last_sync_time": device.last_sync_time,
             "contacts_count": device.contacts_count,
             "messages_count": device.messages_count,
@@ -205,13 +277,22 @@ class QueryService:
         }
 
 
-def _overall_status(device: Device, kinds: list[dict[str, Any]], queued: bool) -> str:
+def _sync_kinds(store: SQLStore, device_id: int) -> list[dict[str, Any]]:
+    kinds = store.sync_states(device_id)
+    for kind in kinds:
+        # A run whose process died (its lease lapsed) is not syncing; the next run resumes it.
+        if kind["status"] == "running" and not kind["alive"]:
+            kind["status"] = "interrupted"
+    return kinds
+
+
+def _overall_status(state: str, kinds: list[dict[str, Any]], queued: bool) -> str:
     """offline after logout; syncing while a pull waits or runs; error after a failed pull; else idle."""
-    if _STATUS.get(device.state) == "offline":
+    if _STATUS.get(state) == "offline":
         return "offline"
     if queued or any(k["status"] == "running" for k in kinds):
         return "syncing"
-    if device.state == "error" or any(k["status"] == "error" for k in kinds):
+    if state == "error" or any(k["status"] == "error" for k in kinds):
         return "error"
     return "idle"
 

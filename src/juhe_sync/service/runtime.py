@@ -87,6 +87,14 @@ class Runtime:
         queued = self.sync.request(guid, ["full" if full else "sync"], delay=0)
         return {"guid": guid, "full": full, "queued": queued}
 
+    def devices(
+        self, guids: frozenset[str] | None, page: int, limit: int, cursor: str | None
+    ) -> dict[str, Any]:
+        sync = self.sync
+        return self.queries.devices(
+            guids, page, limit, cursor, busy=lambda g: sync is not None and sync.busy(g)
+        )
+
     def sync_status(self, guid: str) -> dict[str, Any]:
         queued = self.sync is not None and self.sync.busy(guid)
         data = self.queries.sync_status(guid, queued)

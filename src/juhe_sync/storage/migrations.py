@@ -186,6 +186,9 @@ _TOKENS = (
     "ALTER TABLE devices ADD COLUMN verified SMALLINT NOT NULL DEFAULT 0",
 )
 
+# The conversation list: a device's conversations by latest activity (message ids follow time).
+_CONVERSATION_LIST = ("CREATE INDEX conversations_recent ON conversations (device_id, last_message_id)",)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -213,6 +216,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         sqlite=_dialect(_TOKENS, "", "", "BLOB"),
         postgresql=_dialect(_TOKENS, "", "", "BYTEA"),
     ),
+    Migration(4, "conversation list", sqlite=_CONVERSATION_LIST, postgresql=_CONVERSATION_LIST),
 )
 
 

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from juhe_sync.errors import InvalidParams
 from juhe_sync.records import (
+    Around,
     Device,
     Event,
     IngestOutcome,
@@ -27,7 +28,7 @@ from juhe_sync.records import (
     ReplayStats,
     TokenRecord,
 )
-from juhe_sync.storage import journal, pulls, reads, tokens
+from juhe_sync.storage import browse, journal, pulls, reads, tokens
 from juhe_sync.storage.leases import device_lease
 from juhe_sync.storage.sql import Applied
 from juhe_sync.storage.writer import Writer
@@ -249,6 +250,51 @@ class SQLStore(abc.ABC):
 
     def sync_states(self, device_id: int) -> list[dict[str, Any]]:
         return self.read(lambda c: pulls.sync_states(c, device_id))
+
+    def devices(
+        self, guids: frozenset[str] | None, offset: int, limit: int, after: str | None = None
+    ) -> Page:
+        return self.read(lambda c: browse.devices(c, guids, offset, limit, after))
+
+    def conversations(
+        self,
+        device_id: int,
+        keyword: str | None,
+        kind: str | None,
+        offset: int,
+        limit: int,
+        after: int | None,
+    ) -> Page:
+        contains = self.contains if keyword is None or _ascii_folds(keyword) else self.contains_unicode
+        return self.read(
+            lambda c: browse.conversations(
+                c,
+                device_id,
+                keyword=keyword,
+                kind=kind,
+                offset=offset,
+                limit=limit,
+                contains=contains,
+                after=after,
+            )
+        )
+
+    def messages_around(
+        self, device_id: int, message_id: str, conversation: str | None, limit: int
+    ) -> Around | None:
+        """The page of ``limit`` messages centred on ``message_id`` in its conversation; None when
+        the device has no such message (in ``conversation``, when given)."""
+
+        def run(conn: Any) -> Around | None:
+            found = browse.find_message(conn, device_id, message_id)
+            if found is None or (conversation is not None and found[1] != conversation):
+                return None
+            conv = reads.conversation_id(conn, device_id, found[1])
+            assert conv is not None
+            ids, older, newer = browse.around(conn, conv[0], found[0], limit)
+            return Around(found[1], conv[1], ids, reads.message_rows(conn, ids, True), older, newer)
+
+        return self.read(run)
 
     def rooms(self, device_id: int, offset: int, limit: int, after: str | None = None) -> Page:
         return self.read(lambda c: reads.rooms(c, device_id, offset, limit, after))

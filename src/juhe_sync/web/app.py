@@ -171,6 +171,14 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
             Literal["desc", "asc"], Query(description="`desc` (newest first) or `asc`.")
         ] = "desc",
         cursor: Cursor = None,
+        around: Annotated[
+            str | None,
+            Query(
+                description="A message `id`: the page of `limit` messages of its conversation centred on it "
+                "(404 if the device has no such message). Takes only `conversation_id`, `limit` and `order`; "
+                "`prev_cursor` pages the other way."
+            ),
+        ] = None,
     ) -> Response:
         return ok(
             request.app.state.queries.messages(
@@ -183,6 +191,42 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
                 limit=limit,
                 order=order,
                 cursor=cursor,
+                around=around,
+            )
+        )
+
+    @app.get(
+        "/api/devices",
+        response_model=schemas.DevicesResponse,
+        responses=error_responses(400, 500),
+        summary="Devices",
+        description="Every device this token may read, by GUID: its account, counters and state.",
+    )
+    def devices(request: Request, page: PageNo = 1, limit: Limit = 20, cursor: Cursor = None) -> Response:
+        guids = principal_of(request.scope).guids
+        return ok(request.app.state.runtime.devices(guids, page, limit, cursor))
+
+    @app.get(
+        "/api/conversations",
+        response_model=schemas.ConversationsResponse,
+        responses=error_responses(400, 500),
+        summary="Conversations of a device",
+        description="Newest activity first, each with its name and a preview of its last message.",
+    )
+    def conversations(
+        request: Request,
+        guid: Guid,
+        keyword: Annotated[
+            str | None, Query(description="Case-insensitive substring of the name, remark or id.")
+        ] = None,
+        kind: Annotated[Literal["S", "R"] | None, Query(description="`S` private chats, `R` rooms.")] = None,
+        page: PageNo = 1,
+        limit: Limit = 20,
+        cursor: Cursor = None,
+    ) -> Response:
+        return ok(
+            request.app.state.queries.conversations(
+                guid, keyword=keyword, kind=kind, page=page, limit=limit, cursor=cursor
             )
         )
 

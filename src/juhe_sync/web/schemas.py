@@ -74,11 +74,84 @@ class MessagesData(BaseModel):
     page: int
     limit: int
     next_cursor: str | None = Field(description=_NEXT)
+    conversation_id: str | None = Field(None, description="With `around`: the message's conversation.")
+    prev_cursor: str | None = Field(
+        None,
+        description="With `around`: pass as `cursor` with the opposite `order` to page the other way "
+        "from the first message; null when there is nothing more that way.",
+    )
 
 
 class MessagesResponse(BaseModel):
     success: Literal[True] = True
     data: MessagesData
+
+
+class Device(BaseModel):
+    guid: str
+    kind: Literal["wecom", "wechat"] | str = Field(description="`wecom` or `wechat`.")
+    account_id: str | None = Field(description="The logged-in account's user id.")
+    name: str | None = Field(description="The logged-in account's name.")
+    corp_id: str | None
+    avatar: str | None
+    online: bool | None = Field(description="From login/logout callbacks; null before any was seen.")
+    login_state: str
+    status: Literal["idle", "syncing", "error", "offline"] = Field(description="As in sync-status.")
+    messages_count: int
+    contacts_count: int
+    rooms_count: int
+    last_callback_time: str | None
+    last_sync_time: str | None
+    last_error: str | None
+
+
+class DevicesData(BaseModel):
+    devices: list[Device]
+    total: int
+    page: int
+    limit: int
+    next_cursor: str | None = Field(description=_NEXT)
+
+
+class DevicesResponse(BaseModel):
+    success: Literal[True] = True
+    data: DevicesData
+
+
+class LastMessage(BaseModel):
+    id: str
+    from_: str = Field(alias="from")
+    sender_name: str | None
+    direction: Literal["inbound", "outbound"]
+    type: str
+    revoked: bool
+    text: str = Field(
+        description="The text, cut to 80 characters, or a label such as `[图片]` for other types."
+    )
+
+
+class Conversation(BaseModel):
+    conversation_id: str = Field(description="`S:<user_id>` or `R:<room_id>`: pass it to `/api/messages`.")
+    kind: Literal["S", "R"] = Field(description="`S`: a private chat; `R`: a room.")
+    name: str = Field(description="The contact's remark, else nickname; the room's name; else the id.")
+    remark: str | None
+    avatar: str | None
+    message_count: int
+    last_message_time: str = Field(description="ISO 8601 UTC.")
+    last_message: LastMessage
+
+
+class ConversationsData(BaseModel):
+    conversations: list[Conversation]
+    total: int
+    page: int
+    limit: int
+    next_cursor: str | None = Field(description=_NEXT)
+
+
+class ConversationsResponse(BaseModel):
+    success: Literal[True] = True
+    data: ConversationsData
 
 
 class Room(BaseModel):
