@@ -303,11 +303,21 @@ def run_queries(
         "contacts keyword": ("/api/contacts", {"guid": guid, "keyword": "王"}),
         "rooms": ("/api/rooms", {"guid": guid}),
         "sync-status": ("/api/sync-status", {"guid": guid}),
+        # What the viewer asks for: the conversation list, a conversation's newest page, a device list.
+        "viewer: conversation list": ("/api/conversations", {"guid": guid, "limit": 50}),
+        "viewer: conversation list, name filter": ("/api/conversations", {"guid": guid, "keyword": "王", "limit": 50}),
+        "viewer: conversation first page": (
+            "/api/messages", {"guid": guid, "conversation_id": conversation, "limit": 50, "order": "desc"}),
+        "viewer: devices": ("/api/devices", {}),
     }  # fmt: skip
     deep = client.get("/api/messages", params={**plans["conversation page 1"][1], "page": last_page}).json()
     if deep["data"]["next_cursor"]:
         plans[f"conversation cursor after page {last_page}"] = (
             "/api/messages", {"guid": guid, "conversation_id": conversation, "cursor": deep["data"]["next_cursor"]})
+    middle = client.get("/api/messages", params={**plans[f"conversation page {last_page}"][1]}).json()
+    if middle["data"]["messages"]:
+        plans["viewer: around a message"] = ("/api/messages", {
+            "guid": guid, "around": middle["data"]["messages"][0]["id"], "limit": 50, "order": "asc"})
     for name, (path, params) in plans.items():
         q[name], _ = time_requests(client, path, params, repeat)
     q["conversation page 1"]["conversation_size"] = conv_size

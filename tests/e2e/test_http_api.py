@@ -113,7 +113,7 @@ def test_unknown_device_lists_are_empty(client: httpx.Client) -> None:
         ("/api/rooms", {"guid": "g\x00"}, 400, "INVALID_PARAMS"),
         ("/api/messages", {"guid": GUID, "cursor": "nonsense"}, 400, "INVALID_PARAMS"),
         ("/api/nothing", {}, 404, "NOT_FOUND"),
-        ("/", {}, 404, "NOT_FOUND"),
+        ("/no-such-page", {}, 404, "NOT_FOUND"),
     ],
 )
 def test_query_errors(client: httpx.Client, path: str, params: dict, status: int, code: str) -> None:

@@ -187,7 +187,7 @@ class QueryService:
         conversation_id = text_param("conversation_id", conversation_id)
         if conversation_id is not None and conversation_id != "" and not _CONVERSATION.match(conversation_id):
             raise InvalidParams("conversation_id must be S:<user_id> or R:<room_id>")
-        if around is not None:
+        if around:  # empty: not given, as with cursor
             if keyword or cursor or start_time or end_time or page != 1:
                 raise InvalidParams("around takes only guid, conversation_id, limit and order")
             return self._around(

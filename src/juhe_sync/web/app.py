@@ -19,7 +19,7 @@ from juhe_sync.ingest.envelope import parse_body
 from juhe_sync.service.ingest import Ingestor, count_refused
 from juhe_sync.service.runtime import Runtime
 from juhe_sync.storage.sqlstore import SQLStore
-from juhe_sync.web import errors, schemas
+from juhe_sync.web import errors, schemas, viewer
 from juhe_sync.web.body import read_body
 from juhe_sync.web.edge import EdgeGuard, HostRule, principal_of
 from juhe_sync.web.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -33,9 +33,11 @@ _ACK = b'{"success":true,"message":"Callback processed"}'
 #: Bodies above this many bytes are parsed and normalised in a worker thread, one at a time: the
 #: event loop keeps answering, and concurrent large callbacks cannot add up their memory.
 LARGE_BODY = 256 * 1024
-#: Routes without an API token: liveness and readiness, and the callback (it has its own secret).
+#: Routes without an API token: liveness and readiness, the callback (it has its own secret), and
+#: the viewer's page, script, style and sign-in (they hold no data).
 PROBES = ("/healthz", "/readyz")
-PUBLIC_ROUTES = (*PROBES, "/callback")
+PUBLIC_ROUTES = (*PROBES, "/callback", "/", "/session")
+PUBLIC_PREFIXES = ("/static",)
 #: Seconds /readyz gives the database to answer a trivial query.
 READY_TIMEOUT = 2.0
 
@@ -91,6 +93,7 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
         EdgeGuard,
         hosts=HostRule(settings.host_patterns),
         public=PUBLIC_ROUTES,
+        public_prefixes=PUBLIC_PREFIXES,
         unchecked_host=PROBES,
     )
     # Added last, so outermost: it also times what the edge refuses.
@@ -151,7 +154,9 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
     ) -> Response:
         return ok(request.app.state.queries.contacts(guid, page, limit, keyword, cursor))
 
-    @app.get("/api/messages", response_model=schemas.MessagesResponse, responses=error_responses(400, 500))
+    @app.get(
+        "/api/messages", response_model=schemas.MessagesResponse, responses=error_responses(400, 404, 500)
+    )
     def messages(
         request: Request,
         guid: Guid,
@@ -355,6 +360,8 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
             raise ApiError("The database is not answering", status=503, code="STORAGE_UNAVAILABLE") from None
         return json_response({"success": True})
 
+    app.include_router(viewer.router)
+    app.mount("/static", viewer.static_files(), name="static")
     app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
     return app
 

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterable
 
 from starlette.datastructures import QueryParams
+from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from juhe_sync.errors import ApiError, Forbidden, InvalidParams, Unauthorized
@@ -25,6 +26,9 @@ _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 ADMIN_PREFIXES = ("/api/tokens", "/api/sync")
 #: Largest body of any route but ``/callback`` (which has JUHE_SYNC_MAX_BODY_BYTES).
 MAX_API_BODY = 64 * 1024
+
+#: The cookie of a browser signed in to the viewer: its API token (HttpOnly, SameSite=Strict).
+SESSION_COOKIE = "juhe_sync_token"
 
 
 def split_host(value: str) -> tuple[str, str | None]:
@@ -85,11 +89,13 @@ class EdgeGuard:
         *,
         hosts: HostRule,
         public: Iterable[str] = (),
+        public_prefixes: tuple[str, ...] = (),
         unchecked_host: Iterable[str] = (),
     ):
         self.app = app
         self.hosts = hosts
         self.public = frozenset(public)
+        self.public_prefixes = public_prefixes
         self.unchecked_host = frozenset(unchecked_host)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -117,7 +123,7 @@ class EdgeGuard:
             request_id.reset(token)
 
     async def _admit(self, scope: Scope) -> Principal:
-        host = origin = fetch_site = authorization = length = None
+        host = origin = fetch_site = authorization = length = session = None
         hosts = 0
         chunked = False
         for name, value in scope["headers"]:
@@ -134,7 +140,15 @@ class EdgeGuard:
                 fetch_site = value.decode("latin-1").strip().lower()
             elif name == b"authorization":
                 authorization = value.decode("latin-1")
+            elif name == b"cookie" and authorization is None:
+                # The viewer's session: the API token in an HttpOnly, SameSite=Strict cookie.
+                token = cookie_parser(value.decode("latin-1")).get(SESSION_COOKIE)
+                if token:
+                    session = f"Bearer {token}"
         path = scope["path"]
+        if authorization is None:
+            authorization = session
+        public = path in self.public or _under(path, self.public_prefixes)
         if hosts > 1:
             raise InvalidParams("more than one Host header")
         if path not in self.unchecked_host and not self.hosts.allows(host):
@@ -143,13 +157,13 @@ class EdgeGuard:
             )
         if scope["method"] not in _SAFE_METHODS and _cross_site(origin, fetch_site, host, self.hosts):
             raise Forbidden("cross-site requests may not change anything")
-        if path not in self.public and scope["method"] not in _SAFE_METHODS:
+        if not public and scope["method"] not in _SAFE_METHODS:
             # Bodies of the API are small JSON; only /callback takes large ones (and its own limit).
             if chunked:
                 raise ApiError("send a Content-Length with the body", status=411, code="LENGTH_REQUIRED")
             if length is not None and (not length.isdigit() or int(length) > MAX_API_BODY):
                 raise ApiError(f"Body larger than {MAX_API_BODY} bytes", status=413, code="PAYLOAD_TOO_LARGE")
-        if path in self.public:
+        if public:
             return OPEN
         # The application's lifespan opens the store and puts its authenticator in app.state.
         auth = getattr(scope["app"].state, "auth", None)

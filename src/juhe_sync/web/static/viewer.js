@@ -1,0 +1,512 @@
+// juhe-sync viewer. Plain DOM, no framework, no build step. Every text from the server is put in
+// the page as a text node (never as HTML), so nothing a message carries can become markup.
+
+const T = JSON.parse(document.getElementById("strings").textContent);
+const $ = (id) => document.getElementById(id);
+const PAGE = 50;
+
+const state = {
+  guid: null, devices: [], kind: "", filter: "", conversation: null, convCursor: null,
+  older: null, newer: null, loading: false, search: null, highlight: null,
+};
+
+class ApiError extends Error {
+  constructor(message, status) { super(message); this.status = status; }
+}
+
+async function api(path, params = {}, options = {}) {
+  const url = new URL(path, location.origin);
+  for (const [k, v] of Object.entries(params)) if (v !== null && v !== undefined && v !== "") url.searchParams.set(k, v);
+  const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" }, ...options });
+  if (response.status === 204) return null;
+  const body = await response.json().catch(() => null);
+  if (response.status === 401) { showSignIn(); throw new ApiError(body?.error || "401", 401); }
+  if (!response.ok) throw new ApiError(body?.error || response.statusText, response.status);
+  return body.data;
+}
+
+// el("div", {class: "x", "data-id": 1}, "text", child) — text children become text nodes.
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") node.className = v; else node.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function toast(text) {
+  const t = $("toast");
+  t.textContent = text;
+  t.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { t.hidden = true; }, 4000);
+}
+
+function failed(error) { if (!(error instanceof ApiError && error.status === 401)) toast(`${T.error}: ${error.message}`); }
+
+// --- time -------------------------------------------------------------------------------------
+
+const dayFormat = new Intl.DateTimeFormat(document.documentElement.lang, { year: "numeric", month: "long", day: "numeric", weekday: "short" });
+const timeFormat = new Intl.DateTimeFormat(document.documentElement.lang, { hour: "2-digit", minute: "2-digit" });
+const shortFormat = new Intl.DateTimeFormat(document.documentElement.lang, { month: "numeric", day: "numeric" });
+
+function when(iso) {
+  const d = new Date(iso);
+  return new Date().toDateString() === d.toDateString() ? timeFormat.format(d) : shortFormat.format(d);
+}
+
+function dayKey(iso) { return new Date(iso).toDateString(); }
+
+// --- sign-in ----------------------------------------------------------------------------------
+
+function showSignIn() {
+  $("app").hidden = true;
+  $("signin").hidden = false;
+  $("sign-out").hidden = true;
+  $("token").focus();
+}
+
+$("signin-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  $("signin-error").hidden = true;
+  try {
+    const response = await fetch("/session", {
+      method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json" }, body: JSON.stringify({ token: $("token").value }),
+    });
+    if (!response.ok) throw new Error(T.bad_token);
+    $("token").value = "";
+    $("signin").hidden = true;
+    await start();
+  } catch (error) {
+    $("signin-error").textContent = error.message;
+    $("signin-error").hidden = false;
+  }
+});
+
+$("sign-out").addEventListener("click", async () => {
+  await fetch("/session", { method: "DELETE", credentials: "same-origin" });
+  location.reload();
+});
+
+for (const button of document.querySelectorAll(".lang")) {
+  button.addEventListener("click", () => {
+    document.cookie = `juhe_sync_lang=${button.dataset.lang}; path=/; SameSite=Strict; max-age=31536000`;
+    location.reload();
+  });
+}
+
+// --- devices ----------------------------------------------------------------------------------
+
+async function start() {
+  const data = await api("/api/devices", { limit: 100 });
+  $("signin").hidden = true;
+  $("app").hidden = false;
+  $("sign-out").hidden = false;
+  state.devices = data.devices;
+  const select = $("device");
+  select.replaceChildren(...data.devices.map((d) => el("option", { value: d.guid }, d.name ? `${d.name} (${d.guid})` : d.guid)));
+  if (!data.devices.length) {
+    $("conversations").replaceChildren(el("li", { class: "empty" }, T.no_devices));
+    return;
+  }
+  const wanted = new URLSearchParams(location.hash.slice(1)).get("guid");
+  state.guid = data.devices.some((d) => d.guid === wanted) ? wanted : data.devices[0].guid;
+  select.value = state.guid;
+  showDevice();
+  await loadConversations(true);
+}
+
+$("device").addEventListener("change", async (event) => {
+  state.guid = event.target.value;
+  state.conversation = null;
+  clearChat();
+  showDevice();
+  await loadConversations(true).catch(failed);
+});
+
+function showDevice() {
+  const device = state.devices.find((d) => d.guid === state.guid);
+  const chip = $("device-state");
+  const online = device.online === true ? T.online : device.online === false ? T.offline : T.unknown_state;
+  chip.textContent = `${online} · ${T[`status_${device.status}`] || device.status}`;
+  chip.className = `chip ${device.online ? "online" : ""} ${device.status === "error" ? "error" : ""}`;
+  chip.title = device.last_error || "";
+  chip.hidden = false;
+  $("sync-now").hidden = false;
+}
+
+$("sync-now").addEventListener("click", async () => {
+  try {
+    await api("/api/sync", { guid: state.guid }, { method: "POST" });
+    toast(T.sync_queued);
+  } catch (error) { failed(error); }
+});
+
+// --- conversations ----------------------------------------------------------------------------
+
+async function loadConversations(fresh) {
+  if (fresh) { state.convCursor = null; $("conversations").replaceChildren(); }
+  const data = await api("/api/conversations", {
+    guid: state.guid, kind: state.kind, keyword: state.filter, limit: PAGE, cursor: state.convCursor,
+  });
+  const list = $("conversations");
+  for (const c of data.conversations) list.append(conversationItem(c));
+  if (!list.children.length) list.append(el("li", { class: "empty" }, T.no_conversations));
+  state.convCursor = data.next_cursor;
+  $("more-conversations").hidden = !data.next_cursor;
+}
+
+function avatar(name) { return el("span", { class: "avatar", "aria-hidden": "true" }, [...(name || "?")][0]); }
+
+function conversationItem(c) {
+  const last = c.last_message;
+  const sender = c.kind === "R" && last.direction === "inbound" && last.sender_name ? `${last.sender_name}: ` : "";
+  const button = el("button", { type: "button", class: "conversation", "data-id": c.conversation_id },
+    avatar(c.name), el("span", { class: "name" }, c.name), el("span", { class: "time" }, when(c.last_message_time)),
+    el("span", { class: "preview" }, sender + last.text));
+  button.addEventListener("click", () => { state.highlight = null; openConversation(c).catch(failed); });
+  return el("li", {}, button);
+}
+
+$("more-conversations").addEventListener("click", () => loadConversations(false).catch(failed));
+
+let filterTimer;
+$("conversation-filter").addEventListener("input", (event) => {
+  clearTimeout(filterTimer);
+  filterTimer = setTimeout(() => { state.filter = event.target.value.trim(); loadConversations(true).catch(failed); }, 250);
+});
+
+for (const button of document.querySelectorAll(".kind")) {
+  button.addEventListener("click", () => {
+    for (const b of document.querySelectorAll(".kind")) { b.classList.toggle("current", b === button); b.setAttribute("aria-pressed", String(b === button)); }
+    state.kind = button.dataset.kind;
+    loadConversations(true).catch(failed);
+  });
+}
+
+// --- a conversation ---------------------------------------------------------------------------
+
+function clearChat() {
+  $("messages").replaceChildren();
+  $("chat-title").textContent = T.select_conversation;
+  $("toggle-details").hidden = true;
+  $("details").hidden = true;
+}
+
+async function openConversation(c, around = null) {
+  state.conversation = c;
+  for (const b of document.querySelectorAll(".conversation")) b.classList.toggle("current", b.dataset.id === c.conversation_id);
+  $("chat-title").textContent = c.name;
+  $("toggle-details").hidden = false;
+  $("details").hidden = true;
+  $("app").classList.add("show-chat");
+  $("app").classList.remove("show-details");
+  const box = $("messages");
+  box.replaceChildren();
+  state.newer = null;
+  if (around) {
+    const data = await api("/api/messages", { guid: state.guid, around, conversation_id: c.conversation_id, limit: PAGE, order: "asc" });
+    state.older = data.prev_cursor;
+    state.newer = data.next_cursor;
+    renderMessages(data.messages, "end");
+    const focus = box.querySelector(`[data-id="${CSS.escape(around)}"]`);
+    if (focus) { focus.classList.add("focus"); focus.scrollIntoView({ block: "center" }); }
+  } else {
+    const data = await api("/api/messages", { guid: state.guid, conversation_id: c.conversation_id, limit: PAGE, order: "desc" });
+    state.older = data.next_cursor;
+    renderMessages(data.messages.reverse(), "end");
+    box.scrollTop = box.scrollHeight;
+  }
+  updatePagers();
+}
+
+function updatePagers() {
+  const box = $("messages");
+  box.querySelector(".more.older")?.remove();
+  box.querySelector(".more.newer")?.remove();
+  if (state.older) {
+    const b = el("button", { type: "button", class: "more older" }, T.load_older);
+    b.addEventListener("click", () => loadOlder().catch(failed));
+    box.prepend(b);
+  }
+  if (state.newer) {
+    const b = el("button", { type: "button", class: "more newer" }, T.load_newer);
+    b.addEventListener("click", () => loadNewer().catch(failed));
+    box.append(b);
+  }
+}
+
+async function loadOlder() {
+  if (!state.older || state.loading) return;
+  state.loading = true;
+  try {
+    const box = $("messages");
+    const before = box.scrollHeight - box.scrollTop;
+    const data = await api("/api/messages", {
+      guid: state.guid, conversation_id: state.conversation.conversation_id, limit: PAGE, order: "desc", cursor: state.older,
+    });
+    state.older = data.next_cursor;
+    renderMessages(data.messages.reverse(), "start");
+    updatePagers();
+    box.scrollTop = box.scrollHeight - before;  // the message that was on top stays in place
+  } finally { state.loading = false; }
+}
+
+async function loadNewer() {
+  if (!state.newer || state.loading) return;
+  state.loading = true;
+  try {
+    const data = await api("/api/messages", {
+      guid: state.guid, conversation_id: state.conversation.conversation_id, limit: PAGE, order: "asc", cursor: state.newer,
+    });
+    state.newer = data.next_cursor;
+    renderMessages(data.messages, "end");
+    updatePagers();
+  } finally { state.loading = false; }
+}
+
+$("messages").addEventListener("scroll", () => {
+  const box = $("messages");
+  if (box.scrollTop < 80) loadOlder().catch(failed);
+  else if (box.scrollHeight - box.scrollTop - box.clientHeight < 80) loadNewer().catch(failed);
+});
+
+// Messages oldest first; day separators between days. ``where``: "start" (older) or "end".
+function renderMessages(messages, where) {
+  const box = $("messages");
+  const existing = [...box.querySelectorAll(".msg")];
+  const all = where === "start" ? [...messages, ...existing.map((n) => n.message)] : [...existing.map((n) => n.message), ...messages];
+  const kept = new Map(existing.map((n) => [n.message, n]));
+  const nodes = [];
+  let day = null;
+  for (const m of all) {
+    if (dayKey(m.timestamp) !== day) { day = dayKey(m.timestamp); nodes.push(el("div", { class: "day" }, dayFormat.format(new Date(m.timestamp)))); }
+    nodes.push(kept.get(m) || messageNode(m, state.highlight));
+  }
+  const focus = box.querySelector(".msg.focus");
+  box.replaceChildren(...nodes);
+  if (focus) focus.classList.add("focus");
+}
+
+// --- one message ------------------------------------------------------------------------------
+
+function parsed(content) {
+  try { const value = JSON.parse(content); return value && typeof value === "object" ? value : null; } catch { return null; }
+}
+
+// The first of ``keys`` in the payload, or in a nested object of it (``data.image`` and the like).
+function pick(payload, ...keys) {
+  if (!payload) return null;
+  const stack = [payload];
+  while (stack.length) {
+    const obj = stack.shift();
+    for (const k of keys) if (obj[k] !== undefined && obj[k] !== null && obj[k] !== "") return obj[k];
+    for (const v of Object.values(obj)) if (v && typeof v === "object" && !Array.isArray(v)) stack.push(v);
+  }
+  return null;
+}
+
+function size(bytes) {
+  const n = Number(bytes);
+  if (!Number.isFinite(n) || n <= 0) return null;
+  return n < 1024 ? `${n} B` : n < 1048576 ? `${(n / 1024).toFixed(1)} KB` : `${(n / 1048576).toFixed(1)} MB`;
+}
+
+function safeUrl(url) {
+  try { const u = new URL(String(url)); return u.protocol === "http:" || u.protocol === "https:" ? u.href : null; } catch { return null; }
+}
+
+const URL_RE = /https?:\/\/[^\s<>"'，。！？、）】]+/g;
+
+// Text with links, @mentions and the search keyword marked: text nodes and elements only.
+function richText(text, keyword, mentions) {
+  const out = [];
+  let last = 0;
+  for (const match of text.matchAll(URL_RE)) {
+    out.push(...decorate(text.slice(last, match.index), keyword, mentions));
+    const href = safeUrl(match[0]);
+    out.push(href ? el("a", { href, target: "_blank", rel: "noopener noreferrer" }, match[0]) : match[0]);
+    last = match.index + match[0].length;
+  }
+  out.push(...decorate(text.slice(last), keyword, mentions));
+  return out;
+}
+
+function decorate(text, keyword, mentions) {
+  if (!text) return [];
+  const needles = [];
+  if (keyword) needles.push({ word: keyword, make: (s) => el("mark", {}, s) });
+  for (const name of mentions) needles.push({ word: `@${name}`, make: (s) => el("span", { class: "mention" }, s) });
+  if (!needles.length) return [text];
+  const lower = text.toLowerCase();
+  const out = [];
+  let i = 0;
+  while (i < text.length) {
+    let best = null;
+    for (const n of needles) {
+      const at = lower.indexOf(n.word.toLowerCase(), i);
+      if (at >= 0 && (!best || at < best.at)) best = { at, n };
+    }
+    if (!best) { out.push(text.slice(i)); break; }
+    if (best.at > i) out.push(text.slice(i, best.at));
+    out.push(best.n.make(text.slice(best.at, best.at + best.n.word.length)));
+    i = best.at + best.n.word.length;
+  }
+  return out;
+}
+
+function card(kindLabel, title, ...subs) {
+  return el("div", { class: "card" }, el("span", { class: "kind" }, kindLabel), title ? el("span", { class: "title" }, title) : null,
+    ...subs.filter(Boolean).map((s) => (s instanceof Node ? s : el("span", { class: "sub" }, s))));
+}
+
+function body(m, keyword) {
+  const payload = parsed(m.content);
+  switch (m.type) {
+    case "text": case "system":
+      return richText(m.content, keyword, m.at_list || []);
+    case "image":
+      return card(T.image, null, [size(pick(payload, "size", "file_size")), pick(payload, "image_width") && `${pick(payload, "image_width")}×${pick(payload, "image_height")}`].filter(Boolean).join(" · "));
+    case "voice": {
+      const seconds = pick(payload, "voice_time", "duration");
+      return card(T.voice, null, [seconds && `${seconds}${T.seconds}`, size(pick(payload, "size", "file_size"))].filter(Boolean).join(" · "));
+    }
+    case "video": {
+      const seconds = pick(payload, "video_duration", "duration", "play_length");
+      return card(T.video, null, [seconds && `${seconds}${T.seconds}`, size(pick(payload, "size", "file_size"))].filter(Boolean).join(" · "));
+    }
+    case "file":
+      return card(T.file, pick(payload, "file_name", "filename", "title"), size(pick(payload, "size", "file_size")));
+    case "link": case "weapp": case "channels": case "text_card": {
+      const href = safeUrl(pick(payload, "url", "link_url", "href", "page_path"));
+      return card(T[m.type], pick(payload, "title", "nickname", "name"), pick(payload, "desc", "description", "content"),
+        href ? el("a", { href, target: "_blank", rel: "noopener noreferrer", class: "sub" }, href) : pick(payload, "appname", "app_name"));
+    }
+    case "location":
+      return card(T.location, pick(payload, "title", "name"), pick(payload, "address", "label"));
+    case "card":
+      return card(T.card, pick(payload, "nickname", "name", "user_name"), pick(payload, "corp_name", "user_id"));
+    case "revoke":
+      return card(T.revoke, null);
+    case "hongbao": case "gif": case "mixed": case "merged": case "read_report":
+      return card(T[m.type], pick(payload, "title", "wishing"), raw(m));
+    default:
+      return card(T.unsupported, `msg_type ${m.msg_type}`, raw(m));
+  }
+}
+
+function raw(m) {
+  const payload = parsed(m.content);
+  return el("details", {}, el("summary", {}, T.raw), el("pre", {}, payload ? JSON.stringify(payload, null, 2) : m.content));
+}
+
+function messageNode(m, keyword = null) {
+  const system = m.type === "system" || m.type === "revoke";
+  const name = m.direction === "outbound" ? "" : (m.sender_name || m.from);
+  const node = el("div", { class: `msg ${system ? "system" : m.direction}`, "data-id": m.id },
+    system ? null : el("div", { class: "meta" }, name ? `${name} · ` : "", timeFormat.format(new Date(m.timestamp)),
+      m.revoked ? el("span", { class: "badge" }, T.revoked) : null),
+    el("div", { class: "bubble" },
+      m.quote_content ? el("div", { class: "quote", title: T.quote }, m.quote_content) : null,
+      body(m, keyword)));
+  node.message = m;
+  return node;
+}
+
+// --- details ----------------------------------------------------------------------------------
+
+$("toggle-details").addEventListener("click", () => toggleDetails().catch(failed));
+$("back").addEventListener("click", () => {
+  const app = $("app");
+  if (app.classList.contains("show-details")) app.classList.remove("show-details");
+  else app.classList.remove("show-chat");
+});
+
+async function toggleDetails() {
+  const panel = $("details");
+  if (!panel.hidden) { panel.hidden = true; $("app").classList.remove("show-details"); return; }
+  const c = state.conversation;
+  const rows = [[T.message_count, String(c.message_count)], ["ID", c.conversation_id]];
+  if (c.remark) rows.push(["remark", c.remark]);
+  const parts = [el("h3", {}, c.name), el("dl", {}, ...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]))];
+  if (c.kind === "R") {
+    parts.push(el("h3", {}, T.members));
+    try {
+      const data = await api(`/api/rooms/${encodeURIComponent(c.conversation_id)}/members`, { guid: state.guid, limit: 100 });
+      parts.push(data.members.length
+        ? el("ul", {}, ...data.members.map((m) => el("li", {}, m.room_nickname || m.name || m.id, m.remark ? ` (${m.remark})` : "")))
+        : el("p", { class: "empty" }, T.no_members));
+    } catch (error) {
+      if (error.status !== 404) throw error;
+      parts.push(el("p", { class: "empty" }, T.no_members));
+    }
+  }
+  const status = await api("/api/sync-status", { guid: state.guid });
+  parts.push(el("h3", {}, T.sync_status), el("dl", {}, ...Object.entries(status.sync).flatMap(([kind, s]) =>
+    [el("dt", {}, kind), el("dd", {}, `${s.status}${s.last_success ? ` · ${when(s.last_success)}` : ""}${s.last_error ? ` · ${s.last_error}` : ""}`)])));
+  panel.replaceChildren(...parts);
+  panel.hidden = false;
+  $("app").classList.add("show-details");
+}
+
+// --- search -----------------------------------------------------------------------------------
+
+$("search-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const keyword = $("search").value.trim();
+  if (!keyword) return;
+  state.search = {
+    keyword, cursor: null,
+    conversation: $("search-here").checked && state.conversation ? state.conversation.conversation_id : null,
+    start: $("search-from").value || null, end: $("search-to").value || null,
+  };
+  $("hits").replaceChildren();
+  searchPage().catch(failed);
+});
+
+$("more-hits").addEventListener("click", () => searchPage().catch(failed));
+$("results-close").addEventListener("click", () => { $("results").hidden = true; state.search = null; });
+
+async function searchPage() {
+  const s = state.search;
+  const data = await api("/api/messages", {
+    guid: state.guid, keyword: s.keyword, conversation_id: s.conversation, start_time: s.start, end_time: s.end,
+    limit: PAGE, cursor: s.cursor,
+  });
+  s.cursor = data.next_cursor;
+  $("results").hidden = false;
+  $("results-total").textContent = `(${data.total})`;
+  const hits = $("hits");
+  for (const m of data.messages) hits.append(hitItem(m, s.keyword));
+  if (!hits.children.length) hits.append(el("li", { class: "empty" }, T.no_results));
+  $("more-hits").hidden = !data.next_cursor;
+  $("app").classList.add("show-chat");
+}
+
+function hitItem(m, keyword) {
+  const text = m.type === "text" || m.type === "system" ? m.content : T[m.type] || m.type;
+  const button = el("button", { type: "button", class: "hit", title: T.open_in_context },
+    el("div", { class: "meta" }, `${m.sender_name || m.from} · ${m.conversation_id} · ${dayFormat.format(new Date(m.timestamp))} ${timeFormat.format(new Date(m.timestamp))}`),
+    el("div", { class: "text" }, ...decorate(text, keyword, [])));
+  button.addEventListener("click", async () => {
+    const c = await conversationFor(m.conversation_id);
+    state.highlight = keyword;
+    await openConversation(c, m.id).catch(failed);
+  });
+  return el("li", {}, button);
+}
+
+async function conversationFor(id) {
+  const listed = [...document.querySelectorAll(".conversation")].find((b) => b.dataset.id === id);
+  const data = await api("/api/conversations", { guid: state.guid, keyword: id.slice(2), limit: 100 });
+  const found = data.conversations.find((c) => c.conversation_id === id);
+  return found || { conversation_id: id, kind: id[0], name: listed?.querySelector(".name")?.textContent || id.slice(2), message_count: 0 };
+}
+
+start().catch((error) => { if (!(error instanceof ApiError && error.status === 401)) failed(error); });
