@@ -187,6 +187,9 @@ def test_hostile_text_is_shown_as_text_and_every_type_is_rendered(page: object, 
     link = page.locator("#messages a").first
     assert link.get_attribute("href") == "https://example.com/a?b=1" and link.get_attribute("rel") == "noopener noreferrer"
     assert page.locator("#messages a[href^='javascript']").count() == 0  # the link card's URL was refused
+    page.click("#toggle-details")
+    page.wait_for_selector("#details dl")
+    assert "韩梅梅" in page.inner_text("#details") and "S:7881300000000202" in page.inner_text("#details")
     assert "暂不支持的消息类型" in box
     page.locator("#messages details summary").last.click()
     assert "<b>new</b>" in page.locator("#messages details pre").last.inner_text()
@@ -225,7 +228,20 @@ def test_the_page_is_locked_down(server: Server) -> None:
     assert httpx.get(server.url + "/api/devices", cookies={"juhe_sync_token": "wrong"}, timeout=10).status_code == 401
     ok = httpx.get(server.url + "/api/devices", cookies={"juhe_sync_token": TOKEN}, timeout=10)
     assert ok.status_code == 200 and ok.json()["data"]["devices"][0]["guid"] == GUID
+    assert ok.headers["cache-control"] == "private, no-store"
+    # Behind a proxy with its own (Basic) Authorization, the cookie still signs the browser in.
+    basic = httpx.get(server.url + "/api/devices", cookies={"juhe_sync_token": TOKEN},
+                      headers={"Authorization": "Basic dXNlcjpwYXNz"}, timeout=10)  # fmt: skip
+    assert basic.status_code == 200
     refused = httpx.post(server.url + "/session", json={"token": "wrong"}, timeout=10)
     assert refused.status_code == 401 and refused.json()["code"] == "UNAUTHORIZED"
     cross = httpx.post(server.url + "/session", json={"token": TOKEN}, headers={"Origin": "https://evil.example"}, timeout=10)
     assert cross.status_code == 403
+    # What a cross-site page can post without a preflight is refused before the token is looked at.
+    plain = httpx.post(server.url + "/session", content=json.dumps({"token": TOKEN}),
+                       headers={"Content-Type": "text/plain"}, timeout=10)  # fmt: skip
+    assert plain.status_code == 400 and "set-cookie" not in plain.headers
+    # A write with the cookie from any other origin (a sibling subdomain included) is refused.
+    sibling = httpx.post(server.url + "/api/sync", params={"guid": GUID}, cookies={"juhe_sync_token": TOKEN},
+                         headers={"Origin": "http://other.127.0.0.1.nip.io"}, timeout=10)  # fmt: skip
+    assert sibling.status_code == 403

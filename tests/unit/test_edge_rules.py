@@ -134,3 +134,16 @@ def test_sync_period_in_seconds_and_the_deprecated_minutes() -> None:
         assert Settings(sync_interval=2).sync_period == 120
     with pytest.warns(FutureWarning):
         assert Settings(sync_interval=2, sync_period=5).sync_period == 5
+
+
+def test_a_browser_write_must_come_from_the_very_origin_of_the_page() -> None:
+    from juhe_sync.errors import Forbidden
+    from juhe_sync.web.edge import require_same_origin
+
+    require_same_origin("https://juhe.example.com", "same-origin", "juhe.example.com")
+    require_same_origin(None, None, "juhe.example.com")  # not a browser's cross-origin request
+    # A sibling that a *.example.com allow-list admits is same-site, not same-origin.
+    for origin, site in (("https://evil.example.com", "same-site"), ("https://evil.example.com", None),
+                         ("null", None), ("https://juhe.example.com", "cross-site")):  # fmt: skip
+        with pytest.raises(Forbidden):
+            require_same_origin(origin, site, "juhe.example.com")

@@ -56,6 +56,8 @@ class Principal:
 #: (``serve`` refuses anything else without ``--insecure``).
 OPEN = Principal("open", None, True)
 OPERATOR = Principal("JUHE_SYNC_API_TOKEN", None, True)
+#: Who calls a public route (probes, /callback, the viewer's page): no device, no admin.
+ANONYMOUS = Principal("anonymous", frozenset(), False)
 
 
 def new_token() -> str:

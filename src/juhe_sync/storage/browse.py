@@ -110,18 +110,29 @@ def _conversation(row: Any) -> dict[str, Any]:
     }
 
 
-def find_message(conn: Conn, device_id: int, message_id: str) -> tuple[int, str] | None:
-    """(row id, conversation) of the message the API calls ``message_id``: its platform id, else
-    its appinfo, else the row id the API falls back to."""
-    base = "SELECT m.id, c.conv_key FROM messages m JOIN conversations c ON c.id = m.conversation_id WHERE m.device_id = ?"
-    row = conn.execute(f"{base} AND m.msg_id = ? ORDER BY m.id LIMIT 1", (device_id, message_id)).fetchone()
-    if row is None:
+def find_message(
+    conn: Conn, device_id: int, message_id: str, conversation: str | None
+) -> tuple[int, str] | None:
+    """(row id, conversation) of the message the API calls ``message_id`` (its platform id, else
+    appinfo, else seq, else row id), in ``conversation`` when given. Every lookup is an index
+    probe: the (device, msg_id) index, then the unique (device, dedup key) one, whose key is the
+    appinfo, else ``seq:`` and the seq."""
+    base = (
+        "SELECT m.id, c.conv_key FROM messages m JOIN conversations c ON c.id = m.conversation_id "
+        "WHERE m.device_id = ?"
+    )
+    extra, params = ("", []) if conversation is None else (" AND c.conv_key = ?", [conversation])
+    probes: list[tuple[str, Any]] = [("m.msg_id = ?", message_id), ("m.dedup_key = ?", message_id),
+                                     ("m.dedup_key = ?", "seq:" + message_id)]  # fmt: skip
+    if message_id.isdigit() and int(message_id) < 2**63:
+        probes.append(("m.id = ?", int(message_id)))
+    for condition, value in probes:
         row = conn.execute(
-            f"{base} AND m.appinfo = ? ORDER BY m.id LIMIT 1", (device_id, message_id)
+            f"{base} AND {condition}{extra} ORDER BY m.id LIMIT 1", (device_id, value, *params)
         ).fetchone()
-    if row is None and message_id.isdigit() and int(message_id) < 2**63:
-        row = conn.execute(f"{base} AND m.id = ?", (device_id, int(message_id))).fetchone()
-    return None if row is None else (int(row[0]), row[1])
+        if row is not None:
+            return int(row[0]), row[1]
+    return None
 
 
 def around(conn: Conn, conversation_id: int, message_row: int, limit: int) -> tuple[list[int], bool, bool]:

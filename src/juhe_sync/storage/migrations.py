@@ -189,6 +189,10 @@ _TOKENS = (
 # The conversation list: a device's conversations by latest activity (message ids follow time).
 _CONVERSATION_LIST = ("CREATE INDEX conversations_recent ON conversations (device_id, last_message_id)",)
 
+# sync-status counts a device's failed journal entries: from the few failed rows, not from every
+# row of the device (which the planner picked over the status-only partial index: 87 ms at 550k).
+_FAILED_PER_DEVICE = ("CREATE INDEX journal_failed_device ON journal (device_id) WHERE status <> 'ok'",)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -217,6 +221,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         postgresql=_dialect(_TOKENS, "", "", "BYTEA"),
     ),
     Migration(4, "conversation list", sqlite=_CONVERSATION_LIST, postgresql=_CONVERSATION_LIST),
+    Migration(5, "failed events per device", sqlite=_FAILED_PER_DEVICE, postgresql=_FAILED_PER_DEVICE),
 )
 
 

@@ -286,8 +286,8 @@ class SQLStore(abc.ABC):
         the device has no such message (in ``conversation``, when given)."""
 
         def run(conn: Any) -> Around | None:
-            found = browse.find_message(conn, device_id, message_id)
-            if found is None or (conversation is not None and found[1] != conversation):
+            found = browse.find_message(conn, device_id, message_id, conversation)
+            if found is None:
                 return None
             conv = reads.conversation_id(conn, device_id, found[1])
             assert conv is not None

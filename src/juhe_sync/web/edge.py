@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from juhe_sync.errors import ApiError, Forbidden, InvalidParams, Unauthorized
 from juhe_sync.logs import request_id
-from juhe_sync.service.access import OPEN, Authenticator, Principal
+from juhe_sync.service.access import ANONYMOUS, OPEN, Authenticator, Principal
 from juhe_sync.web.responses import error_response
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -27,8 +27,10 @@ ADMIN_PREFIXES = ("/api/tokens", "/api/sync")
 #: Largest body of any route but ``/callback`` (which has JUHE_SYNC_MAX_BODY_BYTES).
 MAX_API_BODY = 64 * 1024
 
-#: The cookie of a browser signed in to the viewer: its API token (HttpOnly, SameSite=Strict).
+#: The cookie of a browser signed in to the viewer: its API token (HttpOnly, SameSite=Strict),
+#: and the route that sets it.
 SESSION_COOKIE = "juhe_sync_token"
+SESSION_PATH = "/session"
 
 
 def split_host(value: str) -> tuple[str, str | None]:
@@ -106,9 +108,14 @@ class EdgeGuard:
         token = request_id.set(rid)
         rid_header = (b"x-request-id", rid.encode("ascii"))
 
+        extra = [rid_header]
+        if _under(scope["path"], ("/api",)):
+            # Answers for one token (or one browser's cookie) are nobody else's to cache or keep.
+            extra += [(b"cache-control", b"private, no-store"), (b"x-content-type-options", b"nosniff")]
+
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), rid_header]
+                message["headers"] = [*message.get("headers", ()), *extra]
             await send(message)
 
         try:
@@ -140,13 +147,15 @@ class EdgeGuard:
                 fetch_site = value.decode("latin-1").strip().lower()
             elif name == b"authorization":
                 authorization = value.decode("latin-1")
-            elif name == b"cookie" and authorization is None:
+            elif name == b"cookie":
                 # The viewer's session: the API token in an HttpOnly, SameSite=Strict cookie.
                 token = cookie_parser(value.decode("latin-1")).get(SESSION_COOKIE)
                 if token:
                     session = f"Bearer {token}"
         path = scope["path"]
-        if authorization is None:
+        # A bearer header wins; a proxy's own Authorization (Basic, say) leaves the cookie to us.
+        by_cookie = session is not None and not (authorization or "").lower().startswith("bearer ")
+        if by_cookie:
             authorization = session
         public = path in self.public or _under(path, self.public_prefixes)
         if hosts > 1:
@@ -157,6 +166,10 @@ class EdgeGuard:
             )
         if scope["method"] not in _SAFE_METHODS and _cross_site(origin, fetch_site, host, self.hosts):
             raise Forbidden("cross-site requests may not change anything")
+        if scope["method"] not in _SAFE_METHODS and (by_cookie or path == SESSION_PATH):
+            # A browser's writes: only from this very origin (a sibling subdomain an allowed-host
+            # wildcard admits is same-site, so SameSite=Strict alone would let it through).
+            require_same_origin(origin, fetch_site, host)
         if not public and scope["method"] not in _SAFE_METHODS:
             # Bodies of the API are small JSON; only /callback takes large ones (and its own limit).
             if chunked:
@@ -164,7 +177,7 @@ class EdgeGuard:
             if length is not None and (not length.isdigit() or int(length) > MAX_API_BODY):
                 raise ApiError(f"Body larger than {MAX_API_BODY} bytes", status=413, code="PAYLOAD_TOO_LARGE")
         if public:
-            return OPEN
+            return ANONYMOUS
         # The application's lifespan opens the store and puts its authenticator in app.state.
         auth = getattr(scope["app"].state, "auth", None)
         if not isinstance(auth, Authenticator):
@@ -217,6 +230,16 @@ def _request_id(scope: Scope) -> str:
                 return text
             break
     return uuid.uuid4().hex
+
+
+def require_same_origin(origin: str | None, fetch_site: str | None, host: str | None) -> None:
+    if fetch_site not in (None, "same-origin", "none"):
+        raise Forbidden("this request must come from the viewer's own page")
+    if origin is None:
+        return  # not a browser's cross-origin request (they all send Origin on writes)
+    _, sep, authority = origin.strip().partition("://")
+    if not sep or host is None or authority.split("/", 1)[0].lower() != host.strip().lower():
+        raise Forbidden("this request must come from the viewer's own page")
 
 
 def _cross_site(origin: str | None, fetch_site: str | None, host: str | None, hosts: HostRule) -> bool:

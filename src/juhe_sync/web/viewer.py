@@ -70,6 +70,9 @@ async def page(request: Request) -> Response:
 @router.post("/session", status_code=204)
 async def sign_in(request: Request) -> Response:
     """Body ``{"token": "..."}``: a valid API token becomes the browser's session cookie."""
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+        # A form or text/plain body is what a cross-site page can post without asking first.
+        raise InvalidParams("send the token as application/json")
     try:
         body: Any = json.loads(await read_body(request, MAX_SESSION_BODY))
     except ValueError:

@@ -8,6 +8,8 @@ const PAGE = 50;
 const state = {
   guid: null, devices: [], kind: "", filter: "", conversation: null, convCursor: null,
   older: null, newer: null, loading: false, search: null, highlight: null,
+  // Bumped whenever what is shown changes: an answer for an older view is dropped.
+  listGeneration: 0, chatGeneration: 0,
 };
 
 class ApiError extends Error {
@@ -125,6 +127,9 @@ async function start() {
 $("device").addEventListener("change", async (event) => {
   state.guid = event.target.value;
   state.conversation = null;
+  state.search = null;
+  $("results").hidden = true;
+  $("hits").replaceChildren();
   clearChat();
   showDevice();
   await loadConversations(true).catch(failed);
@@ -151,11 +156,15 @@ $("sync-now").addEventListener("click", async () => {
 // --- conversations ----------------------------------------------------------------------------
 
 async function loadConversations(fresh) {
-  if (fresh) { state.convCursor = null; $("conversations").replaceChildren(); }
+  if (!state.guid) return;
+  if (fresh) { state.convCursor = null; state.listGeneration += 1; $("conversations").replaceChildren(); }
+  const generation = state.listGeneration;
   const data = await api("/api/conversations", {
     guid: state.guid, kind: state.kind, keyword: state.filter, limit: PAGE, cursor: state.convCursor,
   });
+  if (generation !== state.listGeneration) return;  // the device, filter or kind changed meanwhile
   const list = $("conversations");
+  list.querySelector(".empty")?.remove();
   for (const c of data.conversations) list.append(conversationItem(c));
   if (!list.children.length) list.append(el("li", { class: "empty" }, T.no_conversations));
   state.convCursor = data.next_cursor;
@@ -193,6 +202,9 @@ for (const button of document.querySelectorAll(".kind")) {
 // --- a conversation ---------------------------------------------------------------------------
 
 function clearChat() {
+  state.chatGeneration += 1;
+  state.older = state.newer = null;
+  state.loading = false;
   $("messages").replaceChildren();
   $("chat-title").textContent = T.select_conversation;
   $("toggle-details").hidden = true;
@@ -200,6 +212,9 @@ function clearChat() {
 }
 
 async function openConversation(c, around = null) {
+  const generation = ++state.chatGeneration;
+  state.older = state.newer = null;
+  state.loading = false;
   state.conversation = c;
   for (const b of document.querySelectorAll(".conversation")) b.classList.toggle("current", b.dataset.id === c.conversation_id);
   $("chat-title").textContent = c.name;
@@ -209,9 +224,9 @@ async function openConversation(c, around = null) {
   $("app").classList.remove("show-details");
   const box = $("messages");
   box.replaceChildren();
-  state.newer = null;
   if (around) {
     const data = await api("/api/messages", { guid: state.guid, around, conversation_id: c.conversation_id, limit: PAGE, order: "asc" });
+    if (generation !== state.chatGeneration) return;
     state.older = data.prev_cursor;
     state.newer = data.next_cursor;
     renderMessages(data.messages, "end");
@@ -219,6 +234,7 @@ async function openConversation(c, around = null) {
     if (focus) { focus.classList.add("focus"); focus.scrollIntoView({ block: "center" }); }
   } else {
     const data = await api("/api/messages", { guid: state.guid, conversation_id: c.conversation_id, limit: PAGE, order: "desc" });
+    if (generation !== state.chatGeneration) return;
     state.older = data.next_cursor;
     renderMessages(data.messages.reverse(), "end");
     box.scrollTop = box.scrollHeight;
@@ -244,6 +260,7 @@ function updatePagers() {
 
 async function loadOlder() {
   if (!state.older || state.loading) return;
+  const generation = state.chatGeneration;
   state.loading = true;
   try {
     const box = $("messages");
@@ -251,24 +268,27 @@ async function loadOlder() {
     const data = await api("/api/messages", {
       guid: state.guid, conversation_id: state.conversation.conversation_id, limit: PAGE, order: "desc", cursor: state.older,
     });
+    if (generation !== state.chatGeneration) return;
     state.older = data.next_cursor;
     renderMessages(data.messages.reverse(), "start");
     updatePagers();
     box.scrollTop = box.scrollHeight - before;  // the message that was on top stays in place
-  } finally { state.loading = false; }
+  } finally { if (generation === state.chatGeneration) state.loading = false; }
 }
 
 async function loadNewer() {
   if (!state.newer || state.loading) return;
+  const generation = state.chatGeneration;
   state.loading = true;
   try {
     const data = await api("/api/messages", {
       guid: state.guid, conversation_id: state.conversation.conversation_id, limit: PAGE, order: "asc", cursor: state.newer,
     });
+    if (generation !== state.chatGeneration) return;
     state.newer = data.next_cursor;
     renderMessages(data.messages, "end");
     updatePagers();
-  } finally { state.loading = false; }
+  } finally { if (generation === state.chatGeneration) state.loading = false; }
 }
 
 $("messages").addEventListener("scroll", () => {
@@ -325,39 +345,37 @@ function safeUrl(url) {
 const URL_RE = /https?:\/\/[^\s<>"'，。！？、）】]+/g;
 
 // Text with links, @mentions and the search keyword marked: text nodes and elements only.
-function richText(text, keyword, mentions) {
+function richText(text, keyword) {
   const out = [];
   let last = 0;
   for (const match of text.matchAll(URL_RE)) {
-    out.push(...decorate(text.slice(last, match.index), keyword, mentions));
+    out.push(...decorate(text.slice(last, match.index), keyword, true));
     const href = safeUrl(match[0]);
     out.push(href ? el("a", { href, target: "_blank", rel: "noopener noreferrer" }, match[0]) : match[0]);
     last = match.index + match[0].length;
   }
-  out.push(...decorate(text.slice(last), keyword, mentions));
+  out.push(...decorate(text.slice(last), keyword, true));
   return out;
 }
 
+const escapeRegExp = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+
+// One pass of one regular expression: the keyword (case-insensitive) and @mentions.
 function decorate(text, keyword, mentions) {
   if (!text) return [];
-  const needles = [];
-  if (keyword) needles.push({ word: keyword, make: (s) => el("mark", {}, s) });
-  for (const name of mentions) needles.push({ word: `@${name}`, make: (s) => el("span", { class: "mention" }, s) });
-  if (!needles.length) return [text];
-  const lower = text.toLowerCase();
+  const parts = [];
+  if (keyword) parts.push(`(${escapeRegExp(keyword)})`); else parts.push("($^)");
+  if (mentions) parts.push("(@[^\\s@]{1,32})");
+  const re = new RegExp(parts.join("|"), "giu");
   const out = [];
-  let i = 0;
-  while (i < text.length) {
-    let best = null;
-    for (const n of needles) {
-      const at = lower.indexOf(n.word.toLowerCase(), i);
-      if (at >= 0 && (!best || at < best.at)) best = { at, n };
-    }
-    if (!best) { out.push(text.slice(i)); break; }
-    if (best.at > i) out.push(text.slice(i, best.at));
-    out.push(best.n.make(text.slice(best.at, best.at + best.n.word.length)));
-    i = best.at + best.n.word.length;
+  let last = 0;
+  for (const match of text.matchAll(re)) {
+    if (!match[0]) { re.lastIndex += 1; continue; }
+    if (match.index > last) out.push(text.slice(last, match.index));
+    out.push(match[1] ? el("mark", {}, match[0]) : el("span", { class: "mention" }, match[0]));
+    last = match.index + match[0].length;
   }
+  if (last < text.length) out.push(text.slice(last));
   return out;
 }
 
@@ -370,7 +388,7 @@ function body(m, keyword) {
   const payload = parsed(m.content);
   switch (m.type) {
     case "text": case "system":
-      return richText(m.content, keyword, m.at_list || []);
+      return richText(m.content, keyword);
     case "image":
       return card(T.image, null, [size(pick(payload, "size", "file_size")), pick(payload, "image_width") && `${pick(payload, "image_width")}×${pick(payload, "image_height")}`].filter(Boolean).join(" · "));
     case "voice": {
@@ -433,7 +451,16 @@ async function toggleDetails() {
   if (!panel.hidden) { panel.hidden = true; $("app").classList.remove("show-details"); return; }
   const c = state.conversation;
   const rows = [[T.message_count, String(c.message_count)], ["ID", c.conversation_id]];
-  if (c.remark) rows.push(["remark", c.remark]);
+  if (c.kind === "S") {
+    const userId = c.conversation_id.slice(2);
+    const data = await api("/api/contacts", { guid: state.guid, keyword: c.remark || c.name, limit: 100 })
+      .catch(() => ({ contacts: [] }));  // details still open without them
+    const contact = data.contacts.find((x) => x.id === userId);
+    if (contact) {
+      rows.push([T.contact_name, contact.name || ""], [T.remark, contact.remark || ""], [T.contact_type, contact.type]);
+      if (contact.corp_id) rows.push(["corp_id", contact.corp_id]);
+    }
+  }
   const parts = [el("h3", {}, c.name), el("dl", {}, ...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]))];
   if (c.kind === "R") {
     parts.push(el("h3", {}, T.members));
@@ -460,15 +487,23 @@ async function toggleDetails() {
 $("search-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const keyword = $("search").value.trim();
-  if (!keyword) return;
+  if (!keyword || !state.guid) return;
   state.search = {
     keyword, cursor: null,
     conversation: $("search-here").checked && state.conversation ? state.conversation.conversation_id : null,
-    start: $("search-from").value || null, end: $("search-to").value || null,
+    start: localDay($("search-from").value, false), end: localDay($("search-to").value, true),
   };
   $("hits").replaceChildren();
   searchPage().catch(failed);
 });
+
+// A date of the picker as the start or end of that day in the browser's time zone (UTC on the wire).
+function localDay(value, end) {
+  if (!value) return null;
+  const [y, m, d] = value.split("-").map(Number);
+  const day = end ? new Date(y, m - 1, d, 23, 59, 59, 999) : new Date(y, m - 1, d);
+  return day.toISOString();
+}
 
 $("more-hits").addEventListener("click", () => searchPage().catch(failed));
 $("results-close").addEventListener("click", () => { $("results").hidden = true; state.search = null; });
@@ -493,11 +528,13 @@ function hitItem(m, keyword) {
   const text = m.type === "text" || m.type === "system" ? m.content : T[m.type] || m.type;
   const button = el("button", { type: "button", class: "hit", title: T.open_in_context },
     el("div", { class: "meta" }, `${m.sender_name || m.from} · ${m.conversation_id} · ${dayFormat.format(new Date(m.timestamp))} ${timeFormat.format(new Date(m.timestamp))}`),
-    el("div", { class: "text" }, ...decorate(text, keyword, [])));
+    el("div", { class: "text" }, ...decorate(text, keyword, false)));
   button.addEventListener("click", async () => {
-    const c = await conversationFor(m.conversation_id);
-    state.highlight = keyword;
-    await openConversation(c, m.id).catch(failed);
+    try {
+      const c = await conversationFor(m.conversation_id);
+      state.highlight = keyword;
+      await openConversation(c, m.id);
+    } catch (error) { failed(error); }
   });
   return el("li", {}, button);
 }
