@@ -115,6 +115,9 @@ def dict_config(level: str, fmt: str, secrets: list[str]) -> dict[str, Any]:
             # Its debug lines show frames: the auth frame's secret (cut short, so no mask finds
             # it) and message contents. Never below INFO.
             "websockets": {"level": "INFO" if level.upper() == "DEBUG" else level.upper()},
+            # A warning for every failed connection attempt while the database is away, several a
+            # second; the store says the same once per 10 s.
+            "psycopg.pool": {"level": "ERROR"},
         },
     }
 

@@ -33,14 +33,15 @@ def test_postgres_stopped_and_restarted_under_load(tmp_path: Path) -> None:
         load = Load(server.url, GUID).start()
         try:
             time.sleep(2)
-            down = time.monotonic()
             pg.stop("immediate")  # as if it crashed: WAL recovery on the next start
+            down = time.monotonic()  # (a commit may still land while pg_ctl waits for the stop)
             time.sleep(1)
             t0 = time.monotonic()
             read = httpx.get(server.url + "/api/messages", params={"guid": GUID}, timeout=30)
             read_took = time.monotonic() - t0
             assert read.status_code == 503 and read.json()["code"] == "STORAGE_UNAVAILABLE"
             time.sleep(7)
+            starting = time.monotonic()  # (pg_ctl returns a moment after it accepts connections)
             pg.start()
             up = time.monotonic()
             reads_back = first_read_ok(server.url, GUID, up, 30)
@@ -53,7 +54,7 @@ def test_postgres_stopped_and_restarted_under_load(tmp_path: Path) -> None:
         assert writes_back is not None and writes_back < 5, writes_back
         assert reads_back < 5, reads_back
         # While it is away every callback is answered, in bounded time, with "try again".
-        assert {a.status for a in during if a.sent > down + 1 and a.sent + a.took < up} <= {503}, summary(during)
+        assert {a.status for a in during if a.sent + a.took < starting} <= {503}, summary(during)
         assert max(a.took for a in during) < 15, summary(during)
         stored = check_stored_once(pg.url, GUID, load.acknowledged())
         report("postgresql stopped 8 s under load", during=summary(during),
