@@ -11,7 +11,18 @@ from what a caller sent, so that nobody can grow the series without bound.
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
+
+
+@functools.cache
+def child(metric: Any, *values: str) -> Any:
+    """``metric.labels(*values)``, looked up once: ``labels()`` takes a lock on every call, and the
+    request and callback paths count on every request. Label values come from small fixed sets."""
+    return metric.labels(*values)
+
 
 #: Latency buckets (seconds) for requests, commits and SaaS calls: 1 ms to 30 s.
 SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

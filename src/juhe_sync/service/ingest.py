@@ -73,9 +73,9 @@ class Ingestor:
         except ApiError as exc:
             count_refused(source, exc.status)
             raise
-        metrics.CALLBACKS.labels(source, outcome.status).inc()
+        metrics.child(metrics.CALLBACKS, source, outcome.status).inc()
         if outcome.messages_added:
-            metrics.MESSAGES_STORED.labels(source).inc(outcome.messages_added)
+            metrics.child(metrics.MESSAGES_STORED, source).inc(outcome.messages_added)
         return event, outcome
 
     async def _ingest(
@@ -137,7 +137,7 @@ class Ingestor:
 def count_refused(source: Source, status: int) -> None:
     """Count a callback that was not stored, by the status it was answered with: ``unavailable``
     when the database failed (the sender retries), else ``rejected``."""
-    metrics.CALLBACKS.labels(source, "unavailable" if status >= 500 else "rejected").inc()
+    metrics.child(metrics.CALLBACKS, source, "unavailable" if status >= 500 else "rejected").inc()
 
 
 def websocket_ingest(settings: Settings, store: SQLStore, ingestor: Ingestor) -> WebSocketIngest | None:

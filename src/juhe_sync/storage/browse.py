@@ -11,10 +11,10 @@ from juhe_sync.storage import reads
 from juhe_sync.storage.sql import ID_SHIFT, Conn
 from juhe_sync.timeutil import iso_utc
 
-_DEVICE_LIST_COLUMNS = (
-    "id, guid, kind, state, account_id, account_name, corp_id, avatar, last_callback_time, "
-    "last_sync_time, last_error, contacts_count, rooms_count, messages_count"
-)
+_DEVICE_LIST = (
+    "id", "guid", "kind", "state", "account_id", "account_name", "corp_id", "avatar", "last_callback_time",
+    "last_sync_time", "last_error", "contacts_count", "rooms_count", "messages_count",
+)  # fmt: skip
 
 
 def devices(
@@ -30,11 +30,10 @@ def devices(
     total = conn.execute(f"SELECT count(*) FROM devices WHERE {where}", params).fetchone()[0]
     page_where, page_params = reads.keyset(where, list(params), "guid", after)
     rows = conn.execute(
-        f"SELECT {_DEVICE_LIST_COLUMNS} FROM devices WHERE {page_where} ORDER BY guid LIMIT ? OFFSET ?",
+        f"SELECT {', '.join(_DEVICE_LIST)} FROM devices WHERE {page_where} ORDER BY guid LIMIT ? OFFSET ?",
         (*page_params, limit, 0 if after is not None else offset),
     ).fetchall()
-    columns = [c.strip() for c in _DEVICE_LIST_COLUMNS.split(",")]
-    items = [dict(zip(columns, row, strict=True)) for row in rows]
+    items = [dict(zip(_DEVICE_LIST, row, strict=True)) for row in rows]
     return Page(items, int(total), rows[-1][1] if len(rows) == limit else None)
 
 

@@ -240,7 +240,7 @@ class SQLStore(abc.ABC):
     def contacts(
         self, device_id: int, keyword: str | None, offset: int, limit: int, after: str | None = None
     ) -> Page:
-        contains = self.contains if keyword is None or _ascii_folds(keyword) else self.contains_unicode
+        contains = self._contains(keyword)
         return self.read(lambda c: reads.contacts(c, device_id, keyword, offset, limit, contains, after))
 
     def room_members(
@@ -250,6 +250,10 @@ class SQLStore(abc.ABC):
 
     def sync_states(self, device_id: int) -> list[dict[str, Any]]:
         return self.read(lambda c: pulls.sync_states(c, device_id))
+
+    def _contains(self, keyword: str | None) -> str:
+        """The substring match for ``keyword``: plain LIKE when ASCII case folding is enough."""
+        return self.contains if keyword is None or _ascii_folds(keyword) else self.contains_unicode
 
     def devices(
         self, guids: frozenset[str] | None, offset: int, limit: int, after: str | None = None
@@ -265,7 +269,7 @@ class SQLStore(abc.ABC):
         limit: int,
         after: int | None,
     ) -> Page:
-        contains = self.contains if keyword is None or _ascii_folds(keyword) else self.contains_unicode
+        contains = self._contains(keyword)
         return self.read(
             lambda c: browse.conversations(
                 c,

@@ -7,7 +7,6 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -35,9 +34,6 @@ class RequestMetrics:
     def __init__(self, app: ASGIApp, *, routes: Sequence[BaseRoute]):
         self.app = app
         self.routes = routes
-        # The labelled children, looked up once each: .labels() takes a lock on every call.
-        self._timers: dict[tuple[str, str], Any] = {}
-        self._counters: dict[tuple[str, str, int], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -57,16 +53,8 @@ class RequestMetrics:
         finally:
             route = self._route(scope)
             method = scope["method"] if scope["method"] in METHODS else "other"
-            timer = self._timers.get((route, method))
-            if timer is None:
-                timer = self._timers[(route, method)] = metrics.HTTP_SECONDS.labels(route, method)
-            timer.observe(time.perf_counter() - started)
-            counter = self._counters.get((route, method, status))
-            if counter is None:
-                counter = self._counters[(route, method, status)] = metrics.HTTP_REQUESTS.labels(
-                    route, method, str(status)
-                )
-            counter.inc()
+            metrics.child(metrics.HTTP_SECONDS, route, method).observe(time.perf_counter() - started)
+            metrics.child(metrics.HTTP_REQUESTS, route, method, str(status)).inc()
 
     def _route(self, scope: Scope) -> str:
         route = scope.get("route")  # set by the router when the request got that far

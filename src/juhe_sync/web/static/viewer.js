@@ -173,12 +173,18 @@ async function loadConversations(fresh) {
 
 function avatar(name) { return el("span", { class: "avatar", "aria-hidden": "true" }, [...(name || "?")][0]); }
 
+// The server's preview labels media in Chinese; the page says it in its own language.
+function previewText(last) {
+  const textLike = last.type === "text" || last.type === "system";
+  return last.revoked ? `[${T.revoked}]` : !textLike && T[last.type] ? `[${T[last.type]}]` : last.text;
+}
+
 function conversationItem(c) {
   const last = c.last_message;
   const sender = c.kind === "R" && last.direction === "inbound" && last.sender_name ? `${last.sender_name}: ` : "";
   const button = el("button", { type: "button", class: "conversation", "data-id": c.conversation_id },
     avatar(c.name), el("span", { class: "name" }, c.name), el("span", { class: "time" }, when(c.last_message_time)),
-    el("span", { class: "preview" }, sender + last.text));
+    el("span", { class: "preview" }, sender + previewText(last)));
   button.addEventListener("click", () => { state.highlight = null; openConversation(c).catch(failed); });
   return el("li", {}, button);
 }
