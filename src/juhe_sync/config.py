@@ -11,6 +11,7 @@ import json
 import warnings
 from functools import cached_property
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -90,6 +91,11 @@ class Settings(BaseSettings):
         description="Seconds a request waits for the database. A callback not committed by then gets 503 "
         "STORAGE_UNAVAILABLE (nothing acknowledged; the sender retries) and a PostgreSQL read is cancelled, "
         "even when the database has stopped answering altogether.",
+    )
+    time_zone: str = Field(
+        "Asia/Shanghai",
+        description="IANA time zone of the devices' accounts: exports and the MCP server show local times in it "
+        "(the HTTP API keeps UTC).",
     )
     max_connections: int = Field(
         1000,
@@ -174,6 +180,21 @@ class Settings(BaseSettings):
             if "sync_period" not in self.model_fields_set:
                 self.sync_period = self.sync_interval * 60
         return self
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"time_zone must be an IANA time zone such as Asia/Shanghai or UTC, not {value!r}"
+            ) from None
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.time_zone)
 
     @field_validator("host")
     @classmethod

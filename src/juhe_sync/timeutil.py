@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -12,6 +12,11 @@ _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 def iso_utc(seconds: int) -> str:
     """``1718000000`` -> ``"2024-06-10T06:13:20Z"``."""
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def iso_local(seconds: int, zone: tzinfo) -> str:
+    """``1718000000`` in Asia/Shanghai -> ``"2024-06-10T14:13:20+08:00"``: what a person reads."""
+    return datetime.fromtimestamp(seconds, zone).isoformat()
 
 
 def now_seconds() -> int:
