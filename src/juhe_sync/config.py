@@ -158,6 +158,13 @@ class Settings(BaseSettings):
         description="Comma-separated device GUIDs pull sync may run for without the callback secret (devices in "
         "`ws_guids` and `device_credentials` are added). With `CALLBACK_TOKEN` set, devices whose callbacks carry it qualify too.",
     )
+    retention_days: int | None = Field(
+        None,
+        ge=1,
+        description="Keep messages this many days: older ones, their search entries and their journal bodies are "
+        "purged in the background (hourly, in small transactions), and an older message arriving later is not "
+        "stored. Unset: keep everything.",
+    )
     sync_debounce: float = Field(
         2.0, ge=0, description="Seconds a callback-triggered sync waits, so that a burst makes one sync."
     )

@@ -80,6 +80,7 @@ WRITE_FAILURES = Counter(
 )
 READ_FAILURES = Counter("juhe_sync_read_failures", "Reads answered 503 because the database did not answer.")
 
+PURGED_MESSAGES = Counter("juhe_sync_purged_messages", "Messages deleted by retention, purge and forget.")
 SYNC_RUNS = Counter(
     "juhe_sync_sync_runs",
     "Pull sync runs by kind (profile, contacts, rooms, room_changes, messages) and result (ok, error, stopped).",

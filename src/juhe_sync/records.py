@@ -179,6 +179,15 @@ class ReplayStats:
 
 
 @dataclass(slots=True)
+class PurgeStats:
+    """What a purge removed (or, in a dry run, would remove)."""
+
+    messages: int = 0
+    #: Journal entries whose bodies were emptied or, for failed entries, deleted.
+    journal: int = 0
+
+
+@dataclass(slots=True)
 class MessageQuery:
     device_id: int
     conversation: str | None = None

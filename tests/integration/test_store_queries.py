@@ -25,6 +25,11 @@ def _text(rng: random.Random) -> str:
 
 @pytest.fixture
 def corpus(store: SQLStore) -> list[dict]:
+    return build_corpus(store)
+
+
+def build_corpus(store: SQLStore) -> list[dict]:
+    """400 messages of random text in 3 private chats and 2 rooms over 50 minutes, in batches."""
     rng = random.Random(7)
     feed(store, {"guid": GUID, "notify_type": 11003, "data": {"user_id": ACCOUNT}})
     items = []

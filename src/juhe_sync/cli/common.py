@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from juhe_sync.config import Settings
 from juhe_sync.redact import mask, safe_url
+from juhe_sync.service import retention
 from juhe_sync.service.stores import open_store
 from juhe_sync.storage.sqlstore import SQLStore
 
@@ -38,6 +39,7 @@ def open_migrated(settings: Settings) -> SQLStore:
     try:
         store = open_store(settings.database_url, write_batch=settings.write_batch)
         store.migrate()
+        retention.apply_setting(store, settings.retention_days)
     except Exception as exc:
         fail(f"cannot open {safe_url(settings.database_url)}: {mask(str(exc), settings.secrets())}")
     return store

@@ -13,6 +13,7 @@ from typing import Any
 from juhe_sync.config import Settings
 from juhe_sync.errors import ApiError
 from juhe_sync.saas.websocket import WebSocketIngest
+from juhe_sync.service import retention
 from juhe_sync.service.access import Authenticator, CallbackSecrets, TokenAdmin
 from juhe_sync.service.ingest import Ingestor, websocket_ingest
 from juhe_sync.service.queries import QueryService, require_guid
@@ -36,6 +37,7 @@ class Runtime:
     ingestor: Ingestor
     sync: SyncManager | None
     websocket: WebSocketIngest | None
+    purger: retention.RetentionLoop | None
 
     @classmethod
     async def start(cls, settings: Settings, store: SQLStore | None = None) -> Runtime:
@@ -51,6 +53,11 @@ class Runtime:
             if applied:
                 log.info("applied migrations: %s", ", ".join(applied))
         active = store
+        retention.apply_setting(active, settings.retention_days)
+        purger = None
+        if settings.retention_days is not None:
+            purger = retention.RetentionLoop(active, settings.retention_days)
+            purger.start()
         sync = None
         if settings.pull_enabled:
             sync = SyncManager(
@@ -67,9 +74,11 @@ class Runtime:
         if websocket is not None:
             websocket.start()
         return cls(settings, active, owned, QueryService(active), TokenAdmin(active),
-                   Authenticator(active, settings.api_tokens), ingestor, sync, websocket)  # fmt: skip
+                   Authenticator(active, settings.api_tokens), ingestor, sync, websocket, purger)  # fmt: skip
 
     async def stop(self) -> None:
+        if self.purger is not None:
+            await asyncio.to_thread(self.purger.stop)
         if self.websocket is not None:
             await self.websocket.stop()
         if self.sync is not None:

@@ -44,7 +44,12 @@ def apply_effects(
         )
     conversations: dict[str, int] = {}
     conv_delta: dict[int, list[int]] = {}
+    oldest = writer.oldest_kept()
     for record, fp, index in zip(effects.messages, prepared.fingerprints, prepared.index, strict=True):
+        if oldest is not None and record.sendtime < oldest:
+            # Older than the retention window: purged already, or it would be at the next pass.
+            # A redelivery after a purge must not bring it back.
+            continue
         conv_id = conversations.get(record.conversation)
         if conv_id is None:
             conv_id = _conversation(writer, conn, device_id, record.conversation)

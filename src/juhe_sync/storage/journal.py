@@ -120,6 +120,8 @@ def replay_chunk(
     rows = conn.execute(sql + " ORDER BY id LIMIT ?", (*params, limit)).fetchall()
     done: list[tuple[int, Applied | str | None]] = []
     for journal_id, dev_id, body, received_at, key in rows:
+        if body == "":  # purged (see retention): only its key is kept, to recognise a redelivery
+            continue
         try:
             event = writer.rules.parse(body)
         except Exception:

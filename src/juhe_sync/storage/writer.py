@@ -11,7 +11,7 @@ from typing import Any
 from juhe_sync.records import Effects, Event, MessageRecord
 from juhe_sync.storage import effects as effects_
 from juhe_sync.storage.sql import Applied, Conn, Dialect, Prepared, Rules
-from juhe_sync.timeutil import iso_utc
+from juhe_sync.timeutil import iso_utc, now_seconds
 
 
 def fingerprint(record: MessageRecord) -> str:
@@ -47,7 +47,13 @@ class Writer:
         #: guid -> (account, kind) as the last write transaction saw them: what :meth:`prepare`
         #: outside the transaction should assume.
         self.device_hints: dict[str, tuple[str | None, str]] = {}
+        #: Seconds messages are kept (``JUHE_SYNC_RETENTION_DAYS``); None: forever.
+        self.retention: int | None = None
         self._tx = threading.local()
+
+    def oldest_kept(self) -> int | None:
+        """The send time before which a message is not stored (it would be purged at once)."""
+        return None if self.retention is None else now_seconds() - self.retention
 
     # --- the transaction -------------------------------------------------------------------
     #
