@@ -199,6 +199,10 @@ class MessageQuery:
     ascending: bool = False
     #: Keyset pagination: only messages after this internal id (in the query's order); wins over offset.
     after: int | None = None
+    #: False: the page's total is -1, not counted (an export walks every page; one count is enough).
+    count: bool = True
+    #: Each message with the rest of its row (``reads.RESTORE_FIELDS``), as an export writes it.
+    full: bool = False
 
 
 @dataclass(slots=True)

@@ -13,8 +13,11 @@ WEB = Path(__file__).resolve().parents[2] / "src" / "juhe_sync" / "web"
 def test_both_languages_have_every_string_and_no_key_shadows_a_dict_method() -> None:
     assert set(STRINGS["zh"]) == set(STRINGS["en"])
     assert not set(STRINGS["zh"]) & set(dir(dict))  # the template reads t.<key>
-    used = set(re.findall(r"\bt\.(\w+)", (WEB / "templates" / "index.html").read_text(encoding="utf-8")))
-    used |= set(re.findall(r"\bT\.(\w+)", (WEB / "static" / "viewer.js").read_text(encoding="utf-8")))
+    used = set()
+    for template in (WEB / "templates").glob("*.html"):
+        used |= set(re.findall(r"\bt\.(\w+)", template.read_text(encoding="utf-8")))
+    for script in (WEB / "static").glob("*.js"):
+        used |= set(re.findall(r"\bT\.(\w+)", script.read_text(encoding="utf-8")))
     assert used <= set(STRINGS["zh"]), used - set(STRINGS["zh"])
 
 

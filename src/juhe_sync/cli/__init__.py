@@ -14,7 +14,7 @@ if sys.argv[1:2] != ["serve"]:
 # Each module registers its commands; ``--help`` lists them in this order, ``serve`` first.
 # isort: off
 from juhe_sync.cli import serve  # noqa: F401
-from juhe_sync.cli import data, retention, tokens  # noqa: F401
+from juhe_sync.cli import data, export, retention, tokens  # noqa: F401
 from juhe_sync.cli.common import app
 
 # isort: on

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import sys
 from collections import Counter
+from collections.abc import Iterable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Annotated
@@ -14,9 +17,11 @@ from rich.progress import TaskID
 from juhe_sync.cli.common import DatabaseUrl, app, console, fail, open_migrated, progress_bar, settings_for
 from juhe_sync.config import settings_table
 from juhe_sync.errors import ApiError
-from juhe_sync.records import IngestOutcome
+from juhe_sync.records import IngestOutcome, MessageRecord
 from juhe_sync.redact import safe_url
+from juhe_sync.service import export as exports
 from juhe_sync.service.ingest import Ingestor
+from juhe_sync.storage.sqlstore import SQLStore
 
 
 @app.command()
@@ -33,14 +38,23 @@ def import_(
     file: Annotated[Path, typer.Argument(help="JSON lines, one callback body per line; - for stdin.")],
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Feed callbacks from a JSON-lines file through the same pipeline as POST /callback."""
+    """Feed callbacks from a JSON-lines file through the same pipeline as POST /callback, or
+    restore the messages of a `juhe-sync export --format jsonl` (recognised by its first line)."""
     settings = settings_for(database_url)
     if str(file) != "-" and not file.is_file():
         console.print(f"[red]no such file: {file}[/red]")
         raise typer.Exit(2)
     stream = sys.stdin.buffer if str(file) == "-" else file.open("rb")
     lines = None if str(file) == "-" else sum(1 for _ in file.open("rb"))
+    first = stream.readline()
+    lines_in: Iterable[bytes] = itertools.chain([first], stream)
     store = open_migrated(settings)
+    if _exported(first):
+        try:
+            _restore(store, lines_in, lines)
+        finally:
+            store.close()
+        return
     ingestor = Ingestor(store)
     counts: Counter[str] = Counter()
     pending: list[Future[IngestOutcome]] = []
@@ -54,7 +68,7 @@ def import_(
     try:
         with progress_bar() as progress:
             task = progress.add_task("import", total=lines)
-            for number, line in enumerate(stream, 1):
+            for number, line in enumerate(lines_in, 1):
                 progress.advance(task)
                 if not line.strip():
                     continue
@@ -80,6 +94,48 @@ def import_(
         )
     )
     if counts["rejected"] or counts["failed"]:
+        raise typer.Exit(1)
+
+
+def _exported(line: bytes) -> bool:
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(value, dict) and exports.is_exported(value)
+
+
+def _restore(store: SQLStore, stream: Iterable[bytes], lines: int | None) -> None:
+    """Restore exported messages in batches of 500 per device; a bad line stops nothing else."""
+    counts: Counter[str] = Counter()
+    pending: dict[str, list[tuple[MessageRecord, bool]]] = {}
+
+    def flush(guid: str) -> None:
+        batch = pending.pop(guid, [])
+        added = exports.restore(store, guid, batch) if batch else 0
+        counts["stored"] += added
+        counts["duplicate"] += len(batch) - added
+
+    with progress_bar() as progress:
+        task = progress.add_task("restore", total=lines)
+        for number, line in enumerate(stream, 1):
+            progress.advance(task)
+            if not line.strip():
+                continue
+            try:
+                guid, record, revoked = exports.record_of(json.loads(line))
+            except (ValueError, ApiError) as exc:
+                counts["rejected"] += 1
+                console.print(f"line {number}: rejected: {getattr(exc, 'message', exc)}", markup=False)
+                continue
+            pending.setdefault(guid, []).append((record, revoked))
+            if len(pending[guid]) >= 500:
+                flush(guid)
+        for guid in list(pending):
+            flush(guid)
+    console.print(f"restored {counts['stored']} messages, already there {counts['duplicate']}, "
+                  f"rejected {counts['rejected']}")  # fmt: skip
+    if counts["rejected"]:
         raise typer.Exit(1)
 
 

@@ -184,26 +184,19 @@ class QueryService:
         guid = require_guid(guid)
         after = decode_cursor("messages", cursor, int)
         keyword = text_param("keyword", keyword)
-        conversation_id = text_param("conversation_id", conversation_id)
-        if conversation_id is not None and conversation_id != "" and not _CONVERSATION.match(conversation_id):
-            raise InvalidParams("conversation_id must be S:<user_id> or R:<room_id>")
+        conversation_id = check_conversation(text_param("conversation_id", conversation_id))
         if around:  # empty: not given, as with cursor
             if keyword or cursor or start_time or end_time or page != 1:
                 raise InvalidParams("around takes only guid, conversation_id, limit and order")
-            return self._around(
-                guid, text_param("around", around) or "", conversation_id or None, limit, order
-            )
-        start = _time_bound("start_time", start_time, end=False)
-        end = _time_bound("end_time", end_time, end=True)
-        if start is not None and end is not None and start > end:
-            raise InvalidParams("start_time is after end_time")
+            return self._around(guid, text_param("around", around) or "", conversation_id, limit, order)
+        start, end = time_bounds(start_time, end_time)
         device = self.store.device(guid)
         result = Page()
         if device is not None:
             result = self.store.messages(
                 MessageQuery(
                     device_id=device.id,
-                    conversation=conversation_id or None,
+                    conversation=conversation_id,
                     keyword=keyword or None,
                     start=start,
                     end=end,
@@ -295,6 +288,22 @@ def _overall_status(state: str, kinds: list[dict[str, Any]], queued: bool) -> st
     if state == "error" or any(k["status"] == "error" for k in kinds):
         return "error"
     return "idle"
+
+
+def check_conversation(conversation_id: str | None) -> str | None:
+    """A conversation filter: ``S:<user_id>`` or ``R:<room_id>``; empty is none."""
+    if conversation_id is not None and conversation_id != "" and not _CONVERSATION.match(conversation_id):
+        raise InvalidParams("conversation_id must be S:<user_id> or R:<room_id>")
+    return conversation_id or None
+
+
+def time_bounds(start_time: str | None, end_time: str | None) -> tuple[int | None, int | None]:
+    """Inclusive second bounds of ``start_time`` and ``end_time`` (either may be absent)."""
+    start = _time_bound("start_time", start_time, end=False)
+    end = _time_bound("end_time", end_time, end=True)
+    if start is not None and end is not None and start > end:
+        raise InvalidParams("start_time is after end_time")
+    return start, end
 
 
 def _time_bound(name: str, value: str | None, *, end: bool) -> int | None:

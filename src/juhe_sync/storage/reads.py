@@ -19,6 +19,18 @@ _MESSAGE_COLUMNS = (
     "m.id, c.conv_key, m.msg_id, m.seq, m.appinfo, m.sender, m.content, m.sendtime, m.type, m.msg_type, "
     "m.direction, m.sender_name, m.revoked, m.at_list, m.quote_content, m.quote_appinfo, m.room_id"
 )
+#: What an export adds to each message: the rest of the row, so that importing it restores the row.
+RESTORE_FIELDS = (
+    "msg_id",
+    "dedup_key",
+    "receiver",
+    "searchable",
+    "flag",
+    "send_flag",
+    "content_type",
+    "sendtime",
+)
+_RESTORE_COLUMNS = ", ".join(f"m.{name}" for name in RESTORE_FIELDS)
 
 
 def device(conn: Conn, guid: str) -> Device | None:
@@ -127,17 +139,22 @@ def conversation_id(conn: Conn, device_id: int, key: str) -> tuple[int, int] | N
     return None if row is None else (int(row[0]), int(row[1]))
 
 
-def message_rows(conn: Conn, ids: list[int], ascending: bool) -> list[dict[str, Any]]:
+def message_rows(conn: Conn, ids: list[int], ascending: bool, full: bool = False) -> list[dict[str, Any]]:
+    """The messages ``ids`` as the API shows them; ``full`` adds :data:`RESTORE_FIELDS`."""
     if not ids:
         return []
     marks = ", ".join("?" * len(ids))
     order = "ASC" if ascending else "DESC"
+    columns = f"{_MESSAGE_COLUMNS}, {_RESTORE_COLUMNS}" if full else _MESSAGE_COLUMNS
     rows = conn.execute(
-        f"SELECT {_MESSAGE_COLUMNS} FROM messages m JOIN conversations c ON c.id = m.conversation_id "
+        f"SELECT {columns} FROM messages m JOIN conversations c ON c.id = m.conversation_id "
         f"WHERE m.id IN ({marks}) ORDER BY m.id {order}",
         ids,
     ).fetchall()
-    return [_message(r) for r in rows]
+    if not full:
+        return [_message(r) for r in rows]
+    width = len(RESTORE_FIELDS)
+    return [{**_message(r[:-width]), **dict(zip(RESTORE_FIELDS, r[-width:], strict=True))} for r in rows]
 
 
 def messages_plain(conn: Conn, q: MessageQuery) -> Page:
@@ -178,9 +195,13 @@ def message_page(
         ).fetchall()
     ]
     if total is None:
-        total = conn.execute(f"SELECT count(*) FROM {table} WHERE {where}", params).fetchone()[0]
+        total = (
+            conn.execute(f"SELECT count(*) FROM {table} WHERE {where}", params).fetchone()[0]
+            if q.count
+            else -1
+        )
     next_key = ids[-1] if len(ids) == q.limit else None
-    return Page(message_rows(conn, ids, q.ascending), int(total), next_key)
+    return Page(message_rows(conn, ids, q.ascending, q.full), int(total), next_key)
 
 
 def _message(r: Any) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from juhe_sync.ingest.envelope import parse_body
 from juhe_sync.service.ingest import Ingestor, count_refused
 from juhe_sync.service.runtime import Runtime
 from juhe_sync.storage.sqlstore import SQLStore
-from juhe_sync.web import errors, schemas, viewer
+from juhe_sync.web import errors, exports, schemas, viewer
 from juhe_sync.web.body import read_body
 from juhe_sync.web.edge import EdgeGuard, HostRule, principal_of
 from juhe_sync.web.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -360,6 +360,7 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
             raise ApiError("The database is not answering", status=503, code="STORAGE_UNAVAILABLE") from None
         return json_response({"success": True})
 
+    app.include_router(exports.router)
     app.include_router(viewer.router)
     app.mount("/static", viewer.static_files(), name="static")
     app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]

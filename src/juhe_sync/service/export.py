@@ -1,0 +1,272 @@
+"""Exports: the messages a selection names, streamed in time order in constant memory, as JSON
+lines, CSV or Markdown; and the import that restores an export of JSON lines. Knows no HTTP.
+
+Every format is a generator of text chunks, one per batch of messages read, so the same code
+feeds a file, a terminal and an HTTP response, and memory holds one batch whatever the size.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from juhe_sync.errors import InvalidParams, NotFound
+from juhe_sync.records import Effects, MessageQuery, MessageRecord
+from juhe_sync.service.previews import LABELS
+from juhe_sync.service.queries import check_conversation, require_guid, text_param, time_bounds
+from juhe_sync.storage.sqlstore import SQLStore
+from juhe_sync.timeutil import iso_local, now_seconds
+
+#: Every format the command writes; the HTTP API streams the first two.
+FORMATS = ("jsonl", "csv", "html", "markdown")
+STREAMED = ("jsonl", "csv")
+MEDIA_TYPES = {"jsonl": "application/x-ndjson; charset=utf-8", "csv": "text/csv; charset=utf-8"}
+#: Messages read per query.
+BATCH = 500
+CSV_COLUMNS = ("time", "conversation_id", "conversation", "from", "sender_name", "direction", "type", "text",
+               "revoked", "quote_content", "id", "content")  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Which messages of which device: the filters of ``GET /api/messages``."""
+
+    guid: str
+    device_id: int
+    conversation: str | None = None
+    keyword: str | None = None
+    start: int | None = None
+    end: int | None = None
+
+    def query(self, **changes: Any) -> MessageQuery:
+        return MessageQuery(self.device_id, self.conversation, self.keyword, self.start, self.end, **changes)
+
+
+def select(
+    store: SQLStore,
+    guid: str | None,
+    *,
+    conversation_id: str | None = None,
+    keyword: str | None = None,
+    start_time: str | None = None,
+    end_time: str | None = None,
+) -> Selection:
+    """Validate the filters as ``/api/messages`` does; an unknown device is a 404."""
+    guid = require_guid(guid)
+    conversation = check_conversation(text_param("conversation_id", conversation_id))
+    keyword = text_param("keyword", keyword) or None
+    start, end = time_bounds(start_time, end_time)
+    device = store.device(guid)
+    if device is None:
+        raise NotFound(f"Device {guid} not found")
+    return Selection(guid, device.id, conversation, keyword, start, end)
+
+
+def count(store: SQLStore, selection: Selection) -> int:
+    """How many messages the selection holds (one counted query, for a progress bar)."""
+    return store.messages(selection.query(limit=1)).total
+
+
+def messages(store: SQLStore, selection: Selection) -> Iterator[list[dict[str, Any]]]:
+    """The selected messages, oldest first, in batches of :data:`BATCH`; each message as the API
+    shows it plus the rest of its row (what an import needs)."""
+    after: int | None = None
+    while True:
+        page = store.messages(
+            selection.query(limit=BATCH, ascending=True, after=after, count=False, full=True)
+        )
+        if page.items:
+            yield page.items
+        if page.next_key is None:
+            return
+        after = page.next_key
+
+
+def conversation_names(store: SQLStore, device_id: int) -> dict[str, str]:
+    """Every conversation's display name (remark, nickname or room name), by ``S:``/``R:`` id."""
+    names: dict[str, str] = {}
+    after: int | None = None
+    while True:
+        page = store.conversations(device_id, None, None, 0, 100, after)
+        names.update((c["conversation_id"], c["name"]) for c in page.items)
+        if page.next_key is None:
+            return names
+        after = page.next_key
+
+
+def text_of(message: dict[str, Any]) -> str:
+    """The message as a person reads it: its text, or a label such as ``[图片]``."""
+    label = LABELS.get(message["type"])
+    return str(message["content"] or "") if label is None else label
+
+
+# --- formats ------------------------------------------------------------------------------------
+
+
+class Formatter:
+    """Turns batches of messages into text chunks of one format."""
+
+    def __init__(self, selection: Selection, zone: ZoneInfo, names: Callable[[str], str | None]):
+        self.selection, self.zone, self.names = selection, zone, names
+
+    def local(self, message: dict[str, Any]) -> str:
+        return iso_local(int(message["sendtime"]), self.zone)
+
+    def jsonl(self, batch: list[dict[str, Any]]) -> str:
+        lines = (
+            json.dumps({"guid": self.selection.guid, **m, "local_time": self.local(m)}, ensure_ascii=False)
+            for m in batch
+        )
+        return "".join(line + "\n" for line in lines)
+
+    def csv_header(self) -> str:
+        return _csv_line(CSV_COLUMNS)
+
+    def csv(self, batch: list[dict[str, Any]]) -> str:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\r\n")
+        for m in batch:
+            writer.writerow(_csv_safe([
+                self.local(m), m["conversation_id"], self.names(m["conversation_id"]) or "", m["from"],
+                m["sender_name"] or "", m["direction"], m["type"], text_of(m), int(m["revoked"]),
+                m["quote_content"] or "", m["id"], m["content"],
+            ]))  # fmt: skip
+        return buffer.getvalue()
+
+    def markdown_heading(self, conversation: str, total: int) -> str:
+        name = self.names(conversation) or conversation
+        return f"\n## {_md(name)} ({_md(conversation)})\n\n{total} messages\n\n"
+
+    def markdown(self, batch: list[dict[str, Any]]) -> str:
+        out = []
+        for m in batch:
+            who = "me" if m["direction"] == "outbound" else (m["sender_name"] or m["from"])
+            text = "  \n  ".join(_md(line) for line in text_of(m).splitlines() or [""])
+            revoked = " *(revoked)*" if m["revoked"] else ""
+            quote = f"\n  > {_md(m['quote_content'])}" if m["quote_content"] else ""
+            out.append(f"- {self.local(m)[:19].replace('T', ' ')} **{_md(who)}**{revoked}: {text}{quote}\n")
+        return "".join(out)
+
+
+def stream(store: SQLStore, selection: Selection, fmt: str, zone: ZoneInfo,
+           progress: Callable[[int], None] | None = None) -> Iterator[str]:  # fmt: skip
+    """The whole export of ``selection`` in ``fmt`` (jsonl, csv or markdown), chunk by chunk."""
+    if fmt not in ("jsonl", "csv", "markdown"):
+        raise InvalidParams("format must be jsonl, csv, html or markdown")
+    names: dict[str, str] | None = None
+
+    def name(conversation: str) -> str | None:
+        nonlocal names
+        if names is None:
+            names = conversation_names(store, selection.device_id)
+        return names.get(conversation)
+
+    out = Formatter(selection, zone, name)
+    if fmt == "markdown":
+        yield from _markdown(store, selection, out, progress)
+        return
+    if fmt == "csv":
+        yield "\ufeff" + out.csv_header()  # the byte-order mark makes spreadsheets read UTF-8
+    for batch in messages(store, selection):
+        yield out.jsonl(batch) if fmt == "jsonl" else out.csv(batch)
+        if progress is not None:
+            progress(len(batch))
+
+
+def per_conversation(store: SQLStore, selection: Selection) -> Iterator[tuple[str, Selection, int]]:
+    """Each conversation with selected messages, newest activity first: (id, its selection, count)."""
+    if selection.conversation is not None:
+        conversations = [selection.conversation]
+    else:
+        conversations = list(conversation_names(store, selection.device_id))
+    for conversation in conversations:
+        one = replace(selection, conversation=conversation)
+        total = count(store, one)
+        if total:
+            yield conversation, one, total
+
+
+def _markdown(store: SQLStore, selection: Selection, out: Formatter,
+              progress: Callable[[int], None] | None) -> Iterator[str]:  # fmt: skip
+    yield f"# {_md(selection.guid)}\n"
+    for conversation, one, total in per_conversation(store, selection):
+        yield out.markdown_heading(conversation, total)
+        for batch in messages(store, one):
+            yield out.markdown(batch)
+            if progress is not None:
+                progress(len(batch))
+
+
+def _csv_line(values: tuple[str, ...]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerow(values)
+    return buffer.getvalue()
+
+
+def _csv_safe(values: list[Any]) -> list[Any]:
+    """A cell starting with = + - @ (or a tab or CR) is a formula to a spreadsheet: a message
+    could run one on the reader's machine. Such cells get a leading apostrophe (OWASP's advice)."""
+    return [
+        f"'{v}" if isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r") else v for v in values
+    ]
+
+
+#: What Markdown could read as markup inside a line (a line of ours never starts with the text).
+_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]#|~"} | {"<": "&lt;", ">": "&gt;", "&": "&amp;"})
+
+
+def _md(text: str) -> str:
+    """Text that Markdown (and the HTML it allows) shows as typed."""
+    return " ".join(text.split("\n")).translate(_MD_SPECIAL)
+
+
+# --- import of an export --------------------------------------------------------------------------
+
+
+def is_exported(line: dict[str, Any]) -> bool:
+    """Whether a JSON line is a message of a ``jsonl`` export (not a callback body)."""
+    return "dedup_key" in line and "conversation_id" in line and "notify_type" not in line
+
+
+def record_of(line: dict[str, Any]) -> tuple[str, MessageRecord, bool]:
+    """(device GUID, the message row, whether it was revoked) of one exported line."""
+    try:
+        return str(line["guid"]), MessageRecord(
+            dedup_key=str(line["dedup_key"]), msg_id=_opt(line, "msg_id"),
+            seq=_opt(line, "seq"), appinfo=_opt(line, "appinfo"), conversation=str(line["conversation_id"]),
+            room_id=_opt(line, "room_id"), sender=str(line["from"]), receiver=_opt(line, "receiver"),
+            sender_name=_opt(line, "sender_name"), direction=line["direction"], msg_type=line.get("msg_type"),
+            type=str(line["type"]), content=str(line["content"]),
+            search_text=str(line["content"]) if line["searchable"] else None, sendtime=int(line["sendtime"]),
+            flag=int(line["flag"]), send_flag=int(line["send_flag"]), content_type=line.get("content_type"),
+            at_list=[str(a) for a in line["at_list"]], quote_content=line.get("quote_content"),
+            quote_appinfo=line.get("quote_appinfo"),
+        ), bool(line["revoked"])  # fmt: skip
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidParams(f"not an exported message: {type(exc).__name__} {exc}") from None
+
+
+def _opt(line: dict[str, Any], key: str) -> str | None:
+    value = line.get(key)
+    return None if value is None else str(value)
+
+
+def restore(store: SQLStore, guid: str, lines: list[tuple[MessageRecord, bool]]) -> int:
+    """Store exported messages of one device as they were (no normalising: they are rows already);
+    returns how many were new. Messages the device has already are left alone."""
+    records = [record for record, _ in lines]
+    # A revoked message comes back revoked: its revocation is stored first, as if it had arrived.
+    revokes = [record.msg_id for record, revoked in lines if revoked and record.msg_id]
+    writer = store.writer
+
+    def job(conn: Any) -> int:
+        device_id, account, kind = writer.ensure_device(conn, guid, now_seconds())
+        prepared = writer.prepare_effects(Effects(messages=records, revokes=revokes), account, kind)
+        return writer.apply(conn, device_id, prepared, None, replay=False).messages_added
+
+    return store.pull_write(guid, job)
