@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
 from benchmarks import datagen  # noqa: E402
+from benchmarks.exports import run_exports  # noqa: E402
 from juhe_sync.service.stores import open_store  # noqa: E402
 from juhe_sync.storage import reads  # noqa: E402
 from juhe_sync.storage.sqlstore import SQLStore  # noqa: E402
@@ -57,7 +58,9 @@ def wipe(url: str) -> None:
         return
     import psycopg
 
-    tables = "schema_migrations, leases, revocations, messages, conversations, rooms, contacts, journal, devices"
+    tables = (
+        "schema_migrations, leases, revocations, messages, conversations, rooms, contacts, journal, devices"
+    )
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"DROP TABLE IF EXISTS {tables} CASCADE")
         conn.execute("DROP SEQUENCE IF EXISTS message_id_low")
@@ -84,13 +87,19 @@ def prepare(url: str, total: int, fresh: bool) -> None:
             console.print(f"using the data already in {url} ({have} journalled events)")
             return
         with Progress(
-            TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
+            TextColumn("[bold]generate"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
         ) as progress:
             task = progress.add_task("load", total=total)
             started = time.perf_counter()
             stored = datagen.load(store, SEED, total, progress=lambda n: progress.advance(task, n))
         took = time.perf_counter() - started
-        console.print(f"loaded {stored} messages in {took:.0f} s ({stored / took:,.0f} messages/s through the store)")
+        console.print(
+            f"loaded {stored} messages in {took:.0f} s ({stored / took:,.0f} messages/s through the store)"
+        )
     finally:
         store.close()
 
@@ -104,7 +113,10 @@ class Server:
                "JUHE_SYNC_LOG_LEVEL": "warning"}  # fmt: skip
         self.base = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "juhe_sync", "serve"], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT
+            [sys.executable, "-m", "juhe_sync", "serve"],
+            env=env,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -150,7 +162,9 @@ def percentiles(samples: list[float]) -> dict[str, float]:
     }
 
 
-def time_requests(client: httpx.Client, path: str, params: dict[str, Any], n: int) -> tuple[dict[str, float], Any]:
+def time_requests(
+    client: httpx.Client, path: str, params: dict[str, Any], n: int
+) -> tuple[dict[str, float], Any]:
     body = None
     for _ in range(3):  # warm-up
         body = client.get(path, params=params).json()
@@ -191,7 +205,9 @@ def like_scan(store: SQLStore, device_id: int, keyword: str, runs: int = 3) -> d
     where = f"device_id = ? AND searchable = 1 AND content {op} ? ESCAPE '\\'"
 
     def run(conn: Any) -> None:
-        conn.execute(f"SELECT id FROM messages WHERE {where} ORDER BY id DESC LIMIT 20", (device_id, pattern)).fetchall()
+        conn.execute(
+            f"SELECT id FROM messages WHERE {where} ORDER BY id DESC LIMIT 20", (device_id, pattern)
+        ).fetchall()
         conn.execute(f"SELECT count(*) FROM messages WHERE {where}", (device_id, pattern)).fetchone()
 
     samples = []
@@ -221,7 +237,8 @@ def biggest(store: SQLStore) -> tuple[int, str, str, int]:
     def run(conn: Any) -> tuple[int, str, str, int]:
         # The generated devices only: the ingest runs write to a device of their own.
         dev_id, guid = conn.execute(
-            "SELECT id, guid FROM devices WHERE guid <> ? ORDER BY messages_count DESC LIMIT 1", (INGEST_GUID,)
+            "SELECT id, guid FROM devices WHERE guid <> ? ORDER BY messages_count DESC LIMIT 1",
+            (INGEST_GUID,),
         ).fetchone()
         key, count = conn.execute(
             "SELECT conv_key, message_count FROM conversations WHERE device_id = ? ORDER BY message_count DESC LIMIT 1",
@@ -236,7 +253,9 @@ def biggest(store: SQLStore) -> tuple[int, str, str, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--postgres", metavar="URL", help="benchmark PostgreSQL at URL instead of SQLite")
     parser.add_argument("--fresh", action="store_true", help="delete and regenerate the benchmark data")
@@ -245,7 +264,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=18070)
     parser.add_argument("--output", type=Path, default=ROOT / "results.json")
     parser.add_argument(
-        "--only", choices=("data", "queries", "ingest"), help="generate the data only, or run one half of the benchmark"
+        "--only",
+        choices=("data", "queries", "ingest", "export"),
+        help="generate the data only, or run one part of the benchmark",
     )
     args = parser.parse_args()
 
@@ -266,18 +287,26 @@ def main() -> None:
     results: dict[str, Any] = {
         "backend": backend,
         "messages": args.messages,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "device": {"guid": guid, "messages": store.device(guid).messages_count},  # type: ignore[union-attr]
         "queries": {},
         "search": {},
         "ingest": {},
+        "export": {},
     }
     server = Server(url, args.port, data_dir / f"server-{backend}.log")
     try:
         with httpx.Client(base_url=server.base, timeout=120) as client:
-            if args.only != "ingest":
+            if args.only in (None, "queries"):
                 run_queries(client, store, results, guid, device_id, conversation, conv_size, args.repeat)
-        if args.only != "queries":
+        if args.only in (None, "export"):
+            results["export"] = run_exports(url, server.base, guid, tenth(store, device_id))
+            results["export"]["server peak RSS while streaming, MB"] = round(server.peak_rss_mb, 1)
+        if args.only in (None, "ingest"):
             run_ingest(server.base, results, args.seconds)
         results["server_peak_rss_mb"] = round(server.peak_rss_mb, 1)
     finally:
@@ -288,8 +317,14 @@ def main() -> None:
 
 
 def run_queries(
-    client: httpx.Client, store: SQLStore, results: dict[str, Any], guid: str, device_id: int, conversation: str,
-    conv_size: int, repeat: int,
+    client: httpx.Client,
+    store: SQLStore,
+    results: dict[str, Any],
+    guid: str,
+    device_id: int,
+    conversation: str,
+    conv_size: int,
+    repeat: int,
 ) -> None:
     q = results["queries"]
     last_page = min(500, max(1, conv_size // 20))
@@ -313,11 +348,15 @@ def run_queries(
     deep = client.get("/api/messages", params={**plans["conversation page 1"][1], "page": last_page}).json()
     if deep["data"]["next_cursor"]:
         plans[f"conversation cursor after page {last_page}"] = (
-            "/api/messages", {"guid": guid, "conversation_id": conversation, "cursor": deep["data"]["next_cursor"]})
+            "/api/messages",
+            {"guid": guid, "conversation_id": conversation, "cursor": deep["data"]["next_cursor"]},
+        )
     middle = client.get("/api/messages", params={**plans[f"conversation page {last_page}"][1]}).json()
     if middle["data"]["messages"]:
-        plans["viewer: around a message"] = ("/api/messages", {
-            "guid": guid, "around": middle["data"]["messages"][0]["id"], "limit": 50, "order": "asc"})
+        plans["viewer: around a message"] = (
+            "/api/messages",
+            {"guid": guid, "around": middle["data"]["messages"][0]["id"], "limit": 50, "order": "asc"},
+        )
     for name, (path, params) in plans.items():
         q[name], _ = time_requests(client, path, params, repeat)
     q["conversation page 1"]["conversation_size"] = conv_size
@@ -341,6 +380,18 @@ def run_queries(
         }
 
 
+def tenth(store: SQLStore, device_id: int) -> str:
+    """The time (ISO) before which the device has a tenth of its messages."""
+
+    def run(conn: Any) -> int:
+        total = conn.execute("SELECT messages_count FROM devices WHERE id = ?", (device_id,)).fetchone()[0]
+        row = conn.execute("SELECT sendtime FROM messages WHERE device_id = ? ORDER BY id LIMIT 1 OFFSET ?",
+                           (device_id, total // 10)).fetchone()  # fmt: skip
+        return int(row[0])
+
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(store.read(run)))
+
+
 def run_ingest(base: str, results: dict[str, Any], seconds: int) -> None:
     run = f"r{int(time.time())}"
     ingest = results["ingest"]
@@ -348,7 +399,9 @@ def run_ingest(base: str, results: dict[str, Any], seconds: int) -> None:
     ingest["single 11010 callbacks"] = wrk(base, "/callback", "single", seconds, 16, run)
     ingest["11013 batches of 50"] = wrk(base, "/callback", "batch", seconds, 16, run)
     ingest["single vs http stack"] = round(
-        ingest["single 11010 callbacks"]["requests_per_s"] / ingest["http stack limit (parse only)"]["requests_per_s"], 3
+        ingest["single 11010 callbacks"]["requests_per_s"]
+        / ingest["http stack limit (parse only)"]["requests_per_s"],
+        3,
     )
 
 
@@ -370,8 +423,17 @@ def report(results: dict[str, Any]) -> None:
             table.add_row(name, f"{r['requests_per_s']:,.0f}", f"{r['messages_per_s']:,.0f}", f"{r['p50_ms']:.1f}",
                           f"{r['p99_ms']:.1f}", str(r["errors"] + r["non_2xx"]))  # fmt: skip
     console.print(table)
+    table = Table("export (largest device)", "messages", "seconds", "messages/s", "peak RSS MB", "output MB")
+    for name, r in results.get("export", {}).items():
+        if isinstance(r, dict):
+            table.add_row(name, f"{r['messages']:,}", f"{r['seconds']:.1f}", f"{r['messages_per_s']:,}",
+                          str(r.get("peak_rss_mb", "")), str(r["output_mb"]))  # fmt: skip
+    if results.get("export"):
+        console.print(table)
     if "single vs http stack" in results["ingest"]:
-        console.print(f"single callbacks at {results['ingest']['single vs http stack']:.0%} of the HTTP-stack limit")
+        console.print(
+            f"single callbacks at {results['ingest']['single vs http stack']:.0%} of the HTTP-stack limit"
+        )
     console.print(f"server peak RSS {results['server_peak_rss_mb']} MB")
 
 
