@@ -12,6 +12,7 @@ import pytest
 
 from juhe_sync.records import MessageQuery
 from juhe_sync.service import retention
+from juhe_sync.storage.leases import LeaseBusy
 from juhe_sync.storage.sqlstore import SQLStore
 from juhe_sync.timeutil import now_seconds
 from tests.conftest import ACCOUNT, GUID
@@ -214,3 +215,14 @@ def test_conversation_emptied_by_a_purge_leaves_the_list(store: SQLStore, corpus
     assert device is not None
     assert store.conversations(device.id, None, None, 0, 20, None).total == 0
     assert {c for c in _state(store)["conversations"]} == {(_c, 0, None) for _c in {_conv(i) for i in corpus}}
+
+
+def test_forget_waits_for_no_one_while_a_sync_holds_the_device(store: SQLStore, corpus: list[dict]) -> None:
+    device = store.device(GUID)
+    assert device is not None
+    assert store.acquire_lease(f"device:{device.id}", "a-sync-elsewhere", 60)
+    with pytest.raises(LeaseBusy):
+        retention.forget(store, GUID)
+    assert _assert_exact(store)["count"] == len(corpus)  # nothing was touched
+    store.release_lease(f"device:{device.id}", "a-sync-elsewhere")
+    assert retention.forget(store, GUID).messages == len(corpus)

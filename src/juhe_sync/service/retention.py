@@ -12,7 +12,7 @@ from juhe_sync.errors import InvalidParams, NotFound
 from juhe_sync.metrics import PURGED_MESSAGES
 from juhe_sync.records import Device, ProgressFn, PurgeStats
 from juhe_sync.storage import retention
-from juhe_sync.storage.leases import LeaseBusy, lease
+from juhe_sync.storage.leases import LeaseBusy, device_lease, lease
 from juhe_sync.storage.sqlstore import SQLStore
 from juhe_sync.timeutil import now_seconds
 
@@ -66,7 +66,11 @@ def purge(
 
 
 def forget(store: SQLStore, guid: str, progress: ProgressFn | None = None) -> PurgeStats:
-    stats = retention.forget(store, guid, device(store, guid).id, _counted(progress))
+    """Delete everything about the device, holding its work lease: no sync or replay of it runs
+    meanwhile (one that does makes this fail with 409 BUSY; try again when it is done)."""
+    device_id = device(store, guid).id
+    with device_lease(store, device_id, "forget"):
+        stats = retention.forget(store, guid, device_id, _counted(progress))
     log.info("forgot device %s: %s messages, %s journal entries", guid, stats.messages, stats.journal)
     return stats
 

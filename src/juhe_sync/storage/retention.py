@@ -122,7 +122,6 @@ def forget_device(conn: Conn, device_id: int) -> None:
     """Delete the device's remaining rows (its messages and journal are gone already)."""
     for table in DEVICE_TABLES:
         conn.execute(f"DELETE FROM {table} WHERE device_id = ?", (device_id,))
-    conn.execute("DELETE FROM leases WHERE name = ?", (f"device:{device_id}",))
     conn.execute("DELETE FROM devices WHERE id = ?", (device_id,))
 
 
