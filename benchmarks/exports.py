@@ -42,14 +42,24 @@ def export_process(url: str, guid: str, fmt: str, output: Path, *extra: str) -> 
     }
 
 
-def run_exports(url: str, base: str, guid: str, tenth_end: str, token: str | None = None) -> dict[str, Any]:
-    """Every format for the whole device, and jsonl for its first tenth (``--end-time tenth_end``)."""
+def run_exports(url: str, base: str, guid: str, fractions: dict[str, str], guids: list[str],
+                token: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """jsonl of every device one after the other (the whole database), jsonl of the largest device's
+    first tenth and half (``fractions``: label -> end time), then every format of that device."""
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="juhe-sync-export-bench-") as tmp:
         folder = Path(tmp)
-        out["jsonl, first tenth"] = export_process(
-            url, guid, "jsonl", folder / "tenth.jsonl", "--end-time", tenth_end
-        )
+        runs = [export_process(url, g, "jsonl", folder / "device.jsonl") for g in guids]
+        seconds = sum(r["seconds"] for r in runs)
+        messages = sum(r["messages"] for r in runs)
+        out[f"jsonl, all {len(guids)} devices"] = {
+            "messages": messages, "seconds": round(seconds, 2), "messages_per_s": round(messages / seconds),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in runs), "output_mb": round(sum(r["output_mb"] for r in runs), 1),
+        }  # fmt: skip
+        for label, end in fractions.items():
+            out[f"jsonl, {label}"] = export_process(
+                url, guid, "jsonl", folder / "part.jsonl", "--end-time", end
+            )
         for fmt in FORMATS:
             target = folder / (fmt if fmt == "html" else f"all.{fmt}")
             out[fmt] = export_process(url, guid, fmt, target)

@@ -1,6 +1,6 @@
 """Render a benchmark results file as the Markdown tables BENCHMARKS.md carries.
 
-    python benchmarks/markdown.py benchmarks/results-sqlite-1m.json
+python benchmarks/markdown.py benchmarks/results-sqlite-1m.json
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ def tables(results: dict[str, Any]) -> str:
     ]
     if results["queries"]:
         out += ["| query | p50 ms | p99 ms |", "| --- | ---: | ---: |"]
-        out += [f"| {name} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |" for name, r in results["queries"].items()]
+        out += [
+            f"| {name} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |" for name, r in results["queries"].items()
+        ]
         out.append("")
     if results["search"]:
         out += [

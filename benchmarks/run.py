@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT.parent))
 
 from benchmarks import datagen  # noqa: E402
 from benchmarks.exports import run_exports  # noqa: E402
+from benchmarks.retention import run_purge  # noqa: E402
 from juhe_sync.service.stores import open_store  # noqa: E402
 from juhe_sync.storage import reads  # noqa: E402
 from juhe_sync.storage.sqlstore import SQLStore  # noqa: E402
@@ -265,7 +266,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=ROOT / "results.json")
     parser.add_argument(
         "--only",
-        choices=("data", "queries", "ingest", "export"),
+        choices=("data", "queries", "ingest", "export", "purge"),
         help="generate the data only, or run one part of the benchmark",
     )
     args = parser.parse_args()
@@ -304,14 +305,24 @@ def main() -> None:
             if args.only in (None, "queries"):
                 run_queries(client, store, results, guid, device_id, conversation, conv_size, args.repeat)
         if args.only in (None, "export"):
-            results["export"] = run_exports(url, server.base, guid, tenth(store, device_id))
+            fractions = {
+                "first tenth": at_share(store, device_id, 0.1),
+                "first half": at_share(store, device_id, 0.5),
+            }
+            guids = [g for _, g in store.device_ids()]
+            results["export"] = run_exports(url, server.base, guid, fractions, guids)
             results["export"]["server peak RSS while streaming, MB"] = round(server.peak_rss_mb, 1)
         if args.only in (None, "ingest"):
             run_ingest(server.base, results, args.seconds)
         results["server_peak_rss_mb"] = round(server.peak_rss_mb, 1)
     finally:
         server.stop()
-        store.close()
+    if args.only in (None, "purge") and backend == "sqlite":
+        results["purge"] = run_purge(
+            data_dir / f"bench-{args.messages}.db", guid, at_share(store, device_id, 0.5),
+            lambda u: Server(u, args.port, data_dir / "server-purge.log"), wrk, args.seconds,
+        )  # fmt: skip
+    store.close()
     args.output.write_text(json.dumps(results, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     report(results)
 
@@ -380,13 +391,13 @@ def run_queries(
         }
 
 
-def tenth(store: SQLStore, device_id: int) -> str:
-    """The time (ISO) before which the device has a tenth of its messages."""
+def at_share(store: SQLStore, device_id: int, share: float) -> str:
+    """The time (ISO) before which the device has ``share`` of its messages."""
 
     def run(conn: Any) -> int:
         total = conn.execute("SELECT messages_count FROM devices WHERE id = ?", (device_id,)).fetchone()[0]
         row = conn.execute("SELECT sendtime FROM messages WHERE device_id = ? ORDER BY id LIMIT 1 OFFSET ?",
-                           (device_id, total // 10)).fetchone()  # fmt: skip
+                           (device_id, int(total * share))).fetchone()  # fmt: skip
         return int(row[0])
 
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(store.read(run)))
@@ -430,11 +441,21 @@ def report(results: dict[str, Any]) -> None:
                           str(r.get("peak_rss_mb", "")), str(r["output_mb"]))  # fmt: skip
     if results.get("export"):
         console.print(table)
+    if results.get("purge"):
+        table = Table("purge of half the largest device", "req/s", "p50 ms", "p99 ms", "errors")
+        for name in ("callbacks alone", "callbacks during the purge"):
+            r = results["purge"][name]
+            table.add_row(name, f"{r['requests_per_s']:,.0f}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
+                          str(r["errors"] + r["non_2xx"]))  # fmt: skip
+        console.print(table)
+        p = results["purge"]["purge"]
+        console.print(f"purged {p['messages']:,} messages in {p['seconds']} s ({p['messages_per_s']:,}/s)")
     if "single vs http stack" in results["ingest"]:
         console.print(
             f"single callbacks at {results['ingest']['single vs http stack']:.0%} of the HTTP-stack limit"
         )
-    console.print(f"server peak RSS {results['server_peak_rss_mb']} MB")
+    if results.get("server_peak_rss_mb"):
+        console.print(f"server peak RSS {results['server_peak_rss_mb']} MB")
 
 
 if __name__ == "__main__":

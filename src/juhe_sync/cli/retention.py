@@ -44,7 +44,7 @@ def purge(
             return
         with progress_bar() as progress:
             task = progress.add_task("purge", total=planned.messages)
-            stats = retention.purge(store, guid, cutoff, lambda n: progress.advance(task, n))
+            stats = retention.purge(store, guid, cutoff, lambda n: progress.advance(task, n), retention.PAUSE)
     except ApiError as exc:
         fail(exc.message)
     finally:
