@@ -241,3 +241,22 @@ def test_purge_and_forget_while_callbacks_stream_in(api: httpx.Client, server: S
     assert newer <= set(ids)
     assert not {f"1{700000 + n}" for n in range(5)} & set(ids)
     assert {f"1{700000 + n}" for n in range(5, 40)} <= set(ids)
+
+
+def test_a_server_with_a_retention_window_stores_nothing_older(tmp_path: Path) -> None:
+    import time
+
+    backend = BACKENDS[-1]
+    with fresh_database(backend, tmp_path) as url:
+        srv = Server(url, tmp_path / "server.log", {"JUHE_SYNC_RETENTION_DAYS": "30"}).start()
+        try:
+            now = int(time.time())
+            with httpx.Client(base_url=srv.url, timeout=30) as http:
+                old = message(G1, 1, LI, now - 31 * 86400, "一个多月前")
+                new = message(G1, 2, LI, now - 29 * 86400, "一个月内")
+                assert http.post("/callback", json=old).status_code == 200  # acknowledged: journalled
+                assert http.post("/callback", json=new).status_code == 200
+                data = http.get("/api/messages", params={"guid": G1}).json()["data"]
+            assert [m["content"] for m in data["messages"]] == ["一个月内"] and data["total"] == 1
+        finally:
+            srv.stop()
