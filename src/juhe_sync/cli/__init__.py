@@ -15,6 +15,7 @@ if sys.argv[1:2] != ["serve"]:
 # isort: off
 from juhe_sync.cli import serve  # noqa: F401
 from juhe_sync.cli import data, export, retention, tokens  # noqa: F401
+from juhe_sync.cli import mcp  # noqa: F401
 from juhe_sync.cli.common import app
 
 # isort: on

@@ -4,6 +4,7 @@ the messages around one message. Served from maintained rows (devices' counters,
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from juhe_sync.records import Page
@@ -157,3 +158,50 @@ def around(conn: Conn, conversation_id: int, message_row: int, limit: int) -> tu
     take_older = min(len(older), limit - 1 - take_newer)
     ids = [*reversed(older[:take_older]), message_row, *newer[:take_newer]]
     return ids, len(older) > take_older, len(newer) > take_newer
+
+
+#: One contact with the counters of its private chat (the conversation ``S:<user_id>``, if any).
+_CONTACT = (
+    "SELECT ct.user_id, ct.name, ct.remark, ct.type, ct.corp_id, ct.labels, ct.source, ct.deleted, ct.extra, "
+    "c.message_count, c.last_message_id FROM contacts ct "
+    "LEFT JOIN conversations c ON c.device_id = ct.device_id AND c.conv_key = 'S:' || ct.user_id "
+    "WHERE ct.device_id = ? AND ct.user_id = ?"
+)
+
+
+def contact(conn: Conn, device_id: int, user_id: str) -> dict[str, Any] | None:
+    """A contact by user id, deleted ones included (flagged): an assistant asking about someone
+    it saw in a message should learn that they were removed, not that they never existed."""
+    row = conn.execute(_CONTACT, (device_id, user_id)).fetchone()
+    if row is None:
+        return None
+    user, name, remark, type_, corp, labels, source, deleted, extra, count, last_id = row
+    return {
+        "id": user,
+        "name": name,
+        "remark": remark,
+        "type": type_,
+        "corp_id": corp,
+        "labels": json.loads(labels or "[]"),
+        "source": source,
+        "deleted": bool(deleted),
+        "extra": json.loads(extra or "{}"),
+        "message_count": int(count or 0),
+        "last_message_time": None if last_id is None else iso_utc(int(last_id) >> ID_SHIFT),
+    }
+
+
+def display_names(conn: Conn, device_id: int, keys: list[str]) -> dict[str, str]:
+    """The names of the conversation keys that have one: ``S:<user_id>`` a contact's remark, else
+    its name; ``R:<room_id>`` a room's name. Two primary-key lookups, whatever the number of keys."""
+    names: dict[str, str] = {}
+    for prefix, sql in (
+        ("S:", "SELECT user_id, remark, name FROM contacts WHERE device_id = ? AND user_id IN ({})"),
+        ("R:", "SELECT room_id, NULL, name FROM rooms WHERE device_id = ? AND room_id IN ({})"),
+    ):
+        ids = sorted({key[2:] for key in keys if key.startswith(prefix) and len(key) > 2})
+        if not ids:
+            continue
+        rows = conn.execute(sql.format(", ".join("?" * len(ids))), (device_id, *ids)).fetchall()
+        names.update({prefix + r[0]: r[1] or r[2] for r in rows if r[1] or r[2]})
+    return names

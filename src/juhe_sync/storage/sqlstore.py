@@ -317,6 +317,14 @@ class SQLStore(abc.ABC):
 
         return self.read(run)
 
+    def contact(self, device_id: int, user_id: str) -> dict[str, Any] | None:
+        """One contact (deleted ones flagged) with its private chat's counters; None if unknown."""
+        return self.read(lambda c: browse.contact(c, device_id, user_id))
+
+    def display_names(self, device_id: int, keys: list[str]) -> dict[str, str]:
+        """Contact and room names of conversation keys (``S:<user_id>``, ``R:<room_id>``) that have one."""
+        return self.read(lambda c: browse.display_names(c, device_id, keys))
+
 
 def _ascii_folds(keyword: str) -> bool:
     """Whether LIKE's own ASCII case folding finds every match: no character of the keyword has

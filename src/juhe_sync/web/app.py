@@ -19,7 +19,7 @@ from juhe_sync.ingest.envelope import parse_body
 from juhe_sync.service.ingest import Ingestor, count_refused
 from juhe_sync.service.runtime import Runtime
 from juhe_sync.storage.sqlstore import SQLStore
-from juhe_sync.web import errors, exports, schemas, viewer
+from juhe_sync.web import errors, exports, mcp, schemas, viewer
 from juhe_sync.web.body import read_body
 from juhe_sync.web.edge import EdgeGuard, HostRule, principal_of
 from juhe_sync.web.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -74,7 +74,8 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
         app.state.auth, app.state.ingestor = runtime.auth, runtime.ingestor
         app.state.store_metrics = StoreCollector(runtime.store)
         try:
-            yield
+            async with mcp.running(app.state, runtime):
+                yield
         finally:
             app.state.store_metrics.close()
             await runtime.stop()
@@ -363,6 +364,7 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
     app.include_router(exports.router)
     app.include_router(viewer.router)
     app.mount("/static", viewer.static_files(), name="static")
+    app.router.routes.append(mcp.route())  # behind the edge like any API route
     app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
     return app
 
