@@ -18,6 +18,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -313,7 +314,7 @@ def main() -> None:
             results["export"] = run_exports(url, server.base, guid, fractions, guids)
             results["export"]["server peak RSS while streaming, MB"] = round(server.peak_rss_mb, 1)
         if args.only in (None, "ingest"):
-            run_ingest(server.base, results, args.seconds)
+            run_ingest(server.base, results, args.seconds, args.port + 1, store)
         results["server_peak_rss_mb"] = round(server.peak_rss_mb, 1)
     finally:
         server.stop()
@@ -403,17 +404,110 @@ def at_share(store: SQLStore, device_id: int, share: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(store.read(run)))
 
 
-def run_ingest(base: str, results: dict[str, Any], seconds: int) -> None:
+def run_ingest(base: str, results: dict[str, Any], seconds: int, bare_port: int, store: SQLStore) -> None:
     run = f"r{int(time.time())}"
     ingest = results["ingest"]
+    with BareServer(bare_port) as bare:
+        ingest["bare ASGI app (parse JSON, 200)"] = wrk(bare, "/callback", "single", seconds, 16, run)
     ingest["http stack limit (parse only)"] = wrk(base, "/_bench/parse", "single", seconds, 16, run)
     ingest["single 11010 callbacks"] = wrk(base, "/callback", "single", seconds, 16, run)
     ingest["11013 batches of 50"] = wrk(base, "/callback", "batch", seconds, 16, run)
+    single = ingest["single 11010 callbacks"]["requests_per_s"]
     ingest["single vs http stack"] = round(
-        ingest["single 11010 callbacks"]["requests_per_s"]
-        / ingest["http stack limit (parse only)"]["requests_per_s"],
-        3,
+        single / ingest["http stack limit (parse only)"]["requests_per_s"], 3
     )
+    ingest["single vs bare ASGI"] = round(
+        single / ingest["bare ASGI app (parse JSON, 200)"]["requests_per_s"], 3
+    )
+    ingest["burst"] = burst(base, store, f"bench-burst-{run}", 20_000, 64)
+
+
+class BareServer:
+    """benchmarks/bare_asgi.py under the same uvicorn and HTTP protocol as ``juhe-sync serve``."""
+
+    def __init__(self, port: int):
+        from juhe_sync.web.protocol import IMPORT_PATH
+
+        self.base = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "benchmarks.bare_asgi:app", "--port", str(port), "--http", IMPORT_PATH,
+             "--log-level", "warning", "--no-access-log", "--no-server-header"],
+            cwd=ROOT.parent, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def __enter__(self) -> str:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                httpx.post(self.base + "/", content=b"{}", timeout=1)
+                return self.base
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("the bare ASGI app did not start")
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+def burst(base: str, store: SQLStore, guid: str, total: int, connections: int) -> dict[str, Any]:
+    """``total`` distinct callbacks from ``connections`` connections at once (what a SaaS redelivers
+    after an outage): the slowest answer, and proof that each is stored exactly once."""
+    lua = ROOT / "burst.lua"
+
+    def stored(conn: Any) -> tuple[int, int, int]:
+        row = conn.execute(
+            "SELECT count(*), count(DISTINCT m.dedup_key), max(d.messages_count) FROM messages m "
+            "JOIN devices d ON d.id = m.device_id WHERE d.guid = ?", (guid,)
+        ).fetchone()  # fmt: skip
+        return int(row[0]), int(row[1]), int(row[2] or 0)
+
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        ["wrk", "-t2", f"-c{connections}", "-d600s", "--timeout", "60s", "-s", str(lua), base, "--", guid,
+         str(total), "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    # wrk runs for a duration, not a count: once every callback is stored (or nothing more arrives
+    # for 10 s), SIGINT makes it stop and report what it saw.
+    last, last_change = -1, time.monotonic()
+    while proc.poll() is None:
+        time.sleep(0.2)
+        count = store.read(stored)[0]
+        if count != last:
+            last, last_change = count, time.monotonic()
+        if count >= total or time.monotonic() - last_change > 10:
+            break
+    elapsed = time.monotonic() - started
+    time.sleep(0.5)  # the last answers reach wrk
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    out = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRK_JSON ")), None)
+    if line is None:
+        raise RuntimeError(out.stdout + out.stderr)
+    data = json.loads(line[len("WRK_JSON ") :])
+
+    count, distinct, counter = store.read(stored)
+    sent, acked = data["sent"], data["acked"]
+    # Every callback answered 200 is stored, once; one that failed may or may not be.
+    if not (acked <= count == distinct == counter <= sent):
+        raise RuntimeError(f"burst: {acked} acknowledged of {sent} sent, but {count} stored "
+                           f"({distinct} distinct, counter {counter})")  # fmt: skip
+    return {
+        "callbacks": sent,
+        "acknowledged": acked,
+        "connections": connections,
+        "seconds": round(elapsed, 2),
+        "requests_per_s": round(sent / elapsed, 1),
+        "messages_per_s": round(sent / elapsed, 1),
+        "p50_ms": data["p50_us"] / 1000,
+        "p99_ms": data["p99_us"] / 1000,
+        "max_ms": data["max_us"] / 1000,
+        "errors": data["errors"],
+        "non_2xx": data["non2xx"],
+        "stored_once": acked == count == distinct,
+    }
 
 
 def report(results: dict[str, Any]) -> None:
@@ -450,6 +544,14 @@ def report(results: dict[str, Any]) -> None:
         console.print(table)
         p = results["purge"]["purge"]
         console.print(f"purged {p['messages']:,} messages in {p['seconds']} s ({p['messages_per_s']:,}/s)")
+    if "burst" in results["ingest"]:
+        b = results["ingest"]["burst"]
+        console.print(f"burst: {b['callbacks']:,} callbacks over {b['connections']} connections in {b['seconds']} s, "
+                      f"slowest answer {b['max_ms']:.0f} ms, stored exactly once: {b['stored_once']}")  # fmt: skip
+    if "single vs bare ASGI" in results["ingest"]:
+        console.print(
+            f"single callbacks at {results['ingest']['single vs bare ASGI']:.0%} of the bare ASGI app"
+        )
     if "single vs http stack" in results["ingest"]:
         console.print(
             f"single callbacks at {results['ingest']['single vs http stack']:.0%} of the HTTP-stack limit"

@@ -226,3 +226,61 @@ def test_forget_waits_for_no_one_while_a_sync_holds_the_device(store: SQLStore, 
     assert _assert_exact(store)["count"] == len(corpus)  # nothing was touched
     store.release_lease(f"device:{device.id}", "a-sync-elsewhere")
     assert retention.forget(store, GUID).messages == len(corpus)
+
+
+def test_a_purged_message_carried_by_another_event_does_not_come_back(store: SQLStore) -> None:
+    """The same message in a single callback and in a batch: two journal entries, one row. After
+    a purge, neither a redelivery in a new envelope nor a replay stores it again."""
+    message = _message("TWICE", BASE, "两次")
+    feed(store, {"guid": GUID, "notify_type": 11010, "data": message})
+    feed(store, {"guid": GUID, "notify_type": 11013, "data": [message]})
+    planned = retention.plan(store, GUID, CUTOFF)
+    assert planned.messages == 1 and planned.journal == 1
+    retention.purge(store, GUID, CUTOFF)
+    store.replay(GUID)
+    outcome = feed(store, {"guid": GUID, "notify_type": 11013, "data": [message, _message("NEW", CUTOFF, "新")]})
+    assert outcome.messages_added == 1
+    assert [m["id"] for m in store.messages(MessageQuery(store.device(GUID).id)).items] == ["NEW"]  # type: ignore[union-attr]
+    _assert_exact(store)
+
+
+def test_a_refused_callback_keeps_only_its_key(store: SQLStore) -> None:
+    retention.apply_setting(store, 30)
+    old = {"guid": GUID, "notify_type": 11010, "data": _message("OLD", now_seconds() - 40 * 86400, "太旧了")}
+    assert feed(store, old).status == "stored"
+    bodies = store.read(lambda c: [r[0] for r in c.execute("SELECT body FROM journal").fetchall()])
+    assert bodies == [""]
+    assert feed(store, old).status == "duplicate"
+    retention.apply_setting(store, None)
+    assert store.replay(GUID).messages_added == 0
+
+
+def test_forget_takes_what_arrived_while_it_ran(store: SQLStore, corpus: list[dict]) -> None:
+    """Callbacks for the very device being forgotten: nothing of it is left when forget returns
+    (what arrives afterwards starts a new device)."""
+    stop = threading.Event()
+
+    def send() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            feed(store, {"guid": GUID, "notify_type": 11010, "data": _message(f"F{n}", CUTOFF + n, "报价")})
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    try:
+        stop.wait(0.1)
+        device = store.device(GUID)
+        assert device is not None
+        retention.forget(store, GUID)
+        orphans = store.read(lambda c: c.execute(
+            "SELECT count(*) FROM messages m WHERE NOT EXISTS (SELECT 1 FROM conversations c WHERE c.id = m.conversation_id)"
+        ).fetchone()[0])  # fmt: skip
+    finally:
+        stop.set()
+        sender.join()
+    assert orphans == 0
+    again = store.device(GUID)
+    if again is not None:  # the sender's later callbacks made it anew: exact from scratch
+        state = _assert_exact(store)
+        assert _search(store, "报价")[1] == state["count"]

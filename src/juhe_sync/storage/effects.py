@@ -44,11 +44,12 @@ def apply_effects(
         )
     conversations: dict[str, int] = {}
     conv_delta: dict[int, list[int]] = {}
-    oldest = writer.oldest_kept()
+    oldest = writer.oldest_kept(conn, device_id) if effects.messages else None
     for record, fp, index in zip(effects.messages, prepared.fingerprints, prepared.index, strict=True):
         if oldest is not None and record.sendtime < oldest:
-            # Older than the retention window: purged already, or it would be at the next pass.
-            # A redelivery after a purge must not bring it back.
+            # Purged already, or it would be at the next retention pass: neither a redelivery
+            # nor a replay of another event that carried it brings it back.
+            applied.messages_refused += 1
             continue
         conv_id = conversations.get(record.conversation)
         if conv_id is None:

@@ -39,6 +39,10 @@ def ingest(
             raise
         log.exception("callback %s of %s not applied; journalled as failed", journal_id, event.guid)
         raise _ApplyFailed(writer, event, raw, received_at, exc) from exc
+    if applied.messages_refused and not applied.messages_added:
+        # Every message it carried is older than the device keeps: keep only the key (a
+        # redelivery stays a duplicate), not the text that retention exists to drop.
+        conn.execute("UPDATE journal SET body = '' WHERE id = ?", (journal_id,))
     # Items of a batch that are not messages are counted (the caller reports them); the rest of
     # the batch is stored, and the journal keeps them for a later replay.
     skipped = prepared.effects.skipped

@@ -193,6 +193,10 @@ _CONVERSATION_LIST = ("CREATE INDEX conversations_recent ON conversations (devic
 # row of the device (which the planner picked over the status-only partial index: 87 ms at 550k).
 _FAILED_PER_DEVICE = ("CREATE INDEX journal_failed_device ON journal (device_id) WHERE status <> 'ok'",)
 
+# A device's purge watermark: nothing sent before it is stored again, whatever brings it (a
+# redelivery in another envelope, a replay of an event that also carried it, a pull, an import).
+_PURGED_BEFORE = ("ALTER TABLE devices ADD COLUMN purged_before BIGINT",)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -222,6 +226,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(4, "conversation list", sqlite=_CONVERSATION_LIST, postgresql=_CONVERSATION_LIST),
     Migration(5, "failed events per device", sqlite=_FAILED_PER_DEVICE, postgresql=_FAILED_PER_DEVICE),
+    Migration(6, "purge watermark", sqlite=_PURGED_BEFORE, postgresql=_PURGED_BEFORE),
 )
 
 

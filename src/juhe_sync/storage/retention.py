@@ -28,6 +28,9 @@ MESSAGES_PER_STEP = 500
 #: Journal entries emptied per transaction.
 JOURNAL_PER_STEP = 2000
 
+#: A time after every message: purging before it purges everything.
+EVERYTHING = 1 << 42
+
 #: Tables keyed by device that ``forget`` empties, children first.
 DEVICE_TABLES = ("room_members", "contacts", "rooms", "sync_state", "revocations", "conversations")
 
@@ -43,8 +46,9 @@ def count(conn: Conn, device_id: int, before: int) -> tuple[int, int]:
         "SELECT count(*) FROM messages WHERE device_id = ? AND id < ?", (device_id, first_kept_id(before))
     ).fetchone()[0]
     journal = conn.execute(
-        "SELECT count(*) FROM journal WHERE device_id = ? AND received_at < ? AND body <> ''",
-        (device_id, before),
+        "SELECT count(*) FROM journal WHERE device_id = ? AND body <> '' AND (received_at < ? OR id IN "
+        "(SELECT journal_id FROM messages WHERE device_id = ? AND id < ?))",
+        (device_id, before, device_id, first_kept_id(before)),
     ).fetchone()[0]
     return int(messages), int(journal)
 
@@ -53,6 +57,7 @@ def purge_messages(writer: Writer, conn: Conn, device_id: int, before: int, limi
     """Delete up to ``limit`` of the device's oldest messages sent before ``before``, with their
     search entries, journal bodies and their share of the counters; returns how many messages
     and journal entries."""
+    writer.raise_floor(conn, device_id, before)
     rows = conn.execute(
         "SELECT id, conversation_id, searchable, content, journal_id FROM messages "
         "WHERE device_id = ? AND id < ? ORDER BY id LIMIT ?",
@@ -182,7 +187,7 @@ def purge(
 
 def forget(store: SQLStore, guid: str, device_id: int, progress: ProgressFn | None = None) -> PurgeStats:
     """Delete everything stored about the device."""
-    stats = purge(store, guid, device_id, 1 << 42, progress)
+    stats = purge(store, guid, device_id, EVERYTHING, progress)
     while True:
         done = store.submit(lambda c: forget_journal(c, device_id, JOURNAL_PER_STEP), guid).result()
         if not done:
@@ -190,6 +195,12 @@ def forget(store: SQLStore, guid: str, device_id: int, progress: ProgressFn | No
         stats.journal += done
 
     def last_step(conn: Conn) -> None:
+        # What callbacks stored while the steps above ran goes in this one transaction, which
+        # holds the device's lock: afterwards nothing of the device is left.
+        while purge_messages(store.writer, conn, device_id, EVERYTHING, MESSAGES_PER_STEP)[0]:
+            pass
+        while forget_journal(conn, device_id, JOURNAL_PER_STEP):
+            pass
         store.writer.flush_counters(conn)
         forget_device(conn, device_id)
         store.writer.forget_devices()

@@ -192,3 +192,5 @@ class Prepared:
 class Applied:
     messages_added: int = 0
     messages_changed: int = 0
+    #: Messages not stored because they are older than the device keeps (retention or a purge).
+    messages_refused: int = 0

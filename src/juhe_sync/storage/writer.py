@@ -24,16 +24,22 @@ def astuple_shallow(record: MessageRecord) -> tuple[Any, ...]:
     return tuple(getattr(record, f.name) for f in fields(record))
 
 
+#: What a write transaction reads of a device, once.
+DEVICE_ROW = "SELECT id, account_id, kind, purged_before FROM devices WHERE guid = ?"
+
+
 class _TxState:
     """What a writer knows inside one transaction: device rows it read (the device's advisory lock
     or SQLite's write lock keeps them unchanged by others), and counter changes it will write once,
     just before commit, instead of once per event."""
 
-    __slots__ = ("deltas", "devices")
+    __slots__ = ("deltas", "devices", "floors")
 
     def __init__(self) -> None:
         #: guid -> (id, account, kind)
         self.devices: dict[str, tuple[int, str | None, str]] = {}
+        #: device id -> its purge watermark (None: never purged)
+        self.floors: dict[int, int | None] = {}
         #: device id -> [messages, rooms, contacts, newest last_callback_time]
         self.deltas: dict[int, list[Any]] = {}
 
@@ -51,9 +57,16 @@ class Writer:
         self.retention: int | None = None
         self._tx = threading.local()
 
-    def oldest_kept(self) -> int | None:
-        """The send time before which a message is not stored (it would be purged at once)."""
-        return None if self.retention is None else now_seconds() - self.retention
+    def oldest_kept(self, conn: Conn, device_id: int) -> int | None:
+        """The send time before which the device stores no message: the retention window's start
+        (it would be purged at once) or the device's purge watermark, whichever is later."""
+        floors = self._state().floors
+        if device_id not in floors:
+            row = conn.execute("SELECT purged_before FROM devices WHERE id = ?", (device_id,)).fetchone()
+            floors[device_id] = None if row is None else row[0]
+        bounds = [b for b in (floors[device_id], None if self.retention is None else now_seconds() - self.retention)
+                  if b is not None]  # fmt: skip
+        return max(bounds) if bounds else None
 
     # --- the transaction -------------------------------------------------------------------
     #
@@ -69,13 +82,21 @@ class Writer:
             state = self._tx.state = _TxState()
         return state
 
-    def mark(self) -> tuple[dict[str, Any], dict[int, list[Any]], int]:
+    def mark(self) -> tuple[dict[str, Any], dict[int, list[Any]], int, dict[int, int | None]]:
         st = self._state()
-        return dict(st.devices), {k: list(v) for k, v in st.deltas.items()}, self.dialect.mark()
+        return (
+            dict(st.devices),
+            {k: list(v) for k, v in st.deltas.items()},
+            self.dialect.mark(),
+            dict(st.floors),
+        )
 
-    def rollback_to(self, mark: tuple[dict[str, Any], dict[int, list[Any]], int]) -> None:
+    def rollback_to(
+        self, mark: tuple[dict[str, Any], dict[int, list[Any]], int, dict[int, int | None]]
+    ) -> None:
         st = self._state()
         st.devices, st.deltas = dict(mark[0]), {k: list(v) for k, v in mark[1].items()}
+        st.floors = dict(mark[3])
         self.dialect.rollback_to(mark[2])
 
     def count(self, device_id: int, messages: int = 0, rooms: int = 0, contacts: int = 0,
@@ -100,9 +121,19 @@ class Writer:
             )
         st.deltas.clear()
 
+    def raise_floor(self, conn: Conn, device_id: int, before: int) -> None:
+        """Make ``before`` the device's purge watermark, unless it has a later one."""
+        conn.execute(
+            "UPDATE devices SET purged_before = ? WHERE id = ? AND (purged_before IS NULL OR purged_before < ?)",
+            (before, device_id, before),
+        )
+        floors = self._state().floors
+        floors.pop(device_id, None)  # read again, with what a concurrent purge may have set
+
     def forget_devices(self) -> None:
-        """Device rows may have changed (e.g. a pulled profile): read them again."""
+        """Device rows may have changed (e.g. a pulled profile, a purge): read them again."""
         self._state().devices.clear()
+        self._state().floors.clear()
 
     def before_commit(self, conn: Conn) -> None:
         self.flush_counters(conn)
@@ -143,7 +174,7 @@ class Writer:
         known = devices.get(guid)
         if known is not None:
             return known
-        sql = "SELECT id, account_id, kind FROM devices WHERE guid = ?"
+        sql = DEVICE_ROW
         row = conn.execute(sql, (guid,)).fetchone()
         if row is None:
             conn.execute(
@@ -152,6 +183,7 @@ class Writer:
             )
             row = conn.execute(sql, (guid,)).fetchone()
         known = devices[guid] = (int(row[0]), row[1], row[2])
+        self._state().floors[known[0]] = row[3]  # read with the row: no statement of its own
         return known
 
     def apply(
