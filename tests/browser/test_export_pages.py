@@ -42,7 +42,7 @@ def test_html_export_opens_from_disk_without_network(page: object, server: Serve
     done = subprocess.run([sys.executable, "-m", "juhe_sync", "export", "--guid", GUID, "--format", "html",
                            "--output", str(folder)], env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "exported 70 messages" in done.stderr and "3 conversations" in done.stderr
+    assert "exported 70 messages" in done.stderr and "(3 conversation(s))" in done.stderr
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url))
     page.on("console", lambda m: requests.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
@@ -93,3 +93,23 @@ def test_a_long_conversation_is_split_into_linked_parts(page: object, server: Se
             break
         following.first.click()
     assert seen == [f"李雷的第{n}条消息" if n != 7 else "请把报价单发我" for n in range(60)]
+
+
+def test_html_export_shows_the_devices_time_zone_wherever_it_is_opened(browser: object, server: Server,  # noqa: F811
+                                                                      tmp_path: Path) -> None:  # fmt: skip
+    folder = tmp_path / "zoned"
+    env = {**os.environ, "JUHE_SYNC_DATABASE_URL": server.database_url, "JUHE_SYNC_TIME_ZONE": "Asia/Shanghai"}
+    done = subprocess.run([sys.executable, "-m", "juhe_sync", "export", "--guid", GUID, "--format", "html",
+                           "--conversation-id", f"S:{HAN}", "--output", str(folder)],
+                          env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    context = browser.new_context(locale="zh-CN", timezone_id="America/New_York")  # type: ignore[attr-defined]
+    try:
+        page = context.new_page()
+        page.goto(next((folder / "c").glob("*.html")).as_uri())
+        expect(page.locator(".msg")).to_have_count(6)
+        # 2024-06-12T13:46:40Z: 21:46 in Shanghai (the export's zone), 09:46 in New York (the reader's).
+        assert "21:46" in page.locator(".msg .meta").first.inner_text()
+        assert "6月12日" in page.locator(".day").first.inner_text()
+    finally:
+        context.close()

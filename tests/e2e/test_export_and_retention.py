@@ -260,3 +260,39 @@ def test_a_server_with_a_retention_window_stores_nothing_older(tmp_path: Path) -
             assert [m["content"] for m in data["messages"]] == ["一个月内"] and data["total"] == 1
         finally:
             srv.stop()
+
+
+def test_commands_refuse_what_would_fail_before_doing_any_work(server: Server, tmp_path: Path) -> None:
+    url = server.database_url
+    cases = [
+        (("export", "--guid", G1, "--format", "csv", "-o", str(tmp_path / "missing" / "x.csv")), "no such folder"),
+        (("export", "--guid", G1, "--format", "csv", "-o", str(tmp_path)), "is a folder"),
+        (("purge", "--guid", G1, "--before", "0001-01-01", "--dry-run"), "--before must be"),
+        (("purge", "--guid", G1, "--before", "yesterday"), "--before must be"),
+    ]
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "old.html").write_text("stale")
+    cases.append((("export", "--guid", G1, "--format", "html", "-o", str(tmp_path / "full")), "exists"))
+    for args, message in cases:
+        done = run(*args, database_url=url)
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)
+    assert not list(tmp_path.glob("*.partial"))
+    typo = run("forget", "--guid", G1, "--yes", database_url=f"sqlite:///{tmp_path / 'typo.db'}")
+    assert typo.returncode == 2 and "no database at" in typo.stderr and not (tmp_path / "typo.db").exists()
+
+
+def test_import_says_what_the_retention_window_refused(server: Server, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    exported = tmp_path / "g1.jsonl"
+    lines = run("export", "--guid", G1, "--format", "jsonl", database_url=server.database_url).stdout
+    exported.write_text("\n\n" + lines)  # blank lines first: the first line with something decides
+    with fresh_database(BACKENDS[0], tmp_path) as empty:
+        env = {**os.environ, "JUHE_SYNC_DATABASE_URL": empty, "JUHE_SYNC_RETENTION_DAYS": "30", "COLUMNS": "200"}
+        done = subprocess.run([sys.executable, "-m", "juhe_sync", "import", str(exported)], env=env,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    n = len(lines.splitlines())  # all from 2024: older than 30 days
+    assert n >= 40 and f"restored 0 messages, already there 0, older than the device keeps {n}, rejected 0" in done.stderr

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from juhe_sync.config import Settings
 from juhe_sync.redact import mask, safe_url
@@ -35,7 +37,15 @@ def settings_for(database_url: str | None = None) -> Settings:
         fail(f"invalid settings: {problems}")
 
 
-def open_migrated(settings: Settings) -> SQLStore:
+def open_migrated(settings: Settings, *, existing: bool = False) -> SQLStore:
+    """The store, migrated. ``existing``: a command that only reads or deletes refuses a SQLite
+    file that is not there (a mistyped path), instead of creating an empty database."""
+    if existing and settings.database_url.startswith("sqlite:"):
+        path = Path(settings.database_url[len("sqlite:///") :].split("?", 1)[0])
+        if not path.is_file():
+            fail(
+                f"no database at {safe_url(settings.database_url)}: check JUHE_SYNC_DATABASE_URL or --database-url"
+            )
     try:
         store = open_store(settings.database_url, write_batch=settings.write_batch)
         store.migrate()
@@ -58,3 +68,16 @@ def progress_bar() -> Progress:
         TimeRemainingColumn(),
         console=console,
     )
+
+
+def advancer(progress: Progress, task: TaskID) -> Callable[[int], None]:
+    """Advance ``task`` by n; its total grows when the work does (callbacks arriving meanwhile)."""
+
+    def advance(n: int) -> None:
+        progress.advance(task, n)
+        done = progress.tasks[task].completed
+        total = progress.tasks[task].total
+        if total is not None and done > total:
+            progress.update(task, total=done)
+
+    return advance

@@ -46,8 +46,11 @@ def import_(
         raise typer.Exit(2)
     stream = sys.stdin.buffer if str(file) == "-" else file.open("rb")
     lines = None if str(file) == "-" else sum(1 for _ in file.open("rb"))
-    first = stream.readline()
-    lines_in: Iterable[bytes] = itertools.chain([first], stream)
+    head = [stream.readline()]
+    while head[-1] and not head[-1].strip():  # the first line with something on it decides
+        head.append(stream.readline())
+    first = head[-1]
+    lines_in: Iterable[bytes] = itertools.chain(head, stream)
     store = open_migrated(settings)
     if _exported(first):
         try:
@@ -112,9 +115,12 @@ def _restore(store: SQLStore, stream: Iterable[bytes], lines: int | None) -> Non
 
     def flush(guid: str) -> None:
         batch = pending.pop(guid, [])
-        added = exports.restore(store, guid, batch) if batch else 0
-        counts["stored"] += added
-        counts["duplicate"] += len(batch) - added
+        if not batch:
+            return
+        applied = exports.restore(store, guid, batch)
+        counts["stored"] += applied.messages_added
+        counts["refused"] += applied.messages_refused
+        counts["duplicate"] += len(batch) - applied.messages_added - applied.messages_refused
 
     with progress_bar() as progress:
         task = progress.add_task("restore", total=lines)
@@ -133,8 +139,9 @@ def _restore(store: SQLStore, stream: Iterable[bytes], lines: int | None) -> Non
                 flush(guid)
         for guid in list(pending):
             flush(guid)
-    console.print(f"restored {counts['stored']} messages, already there {counts['duplicate']}, "
-                  f"rejected {counts['rejected']}")  # fmt: skip
+    refused = f", older than the device keeps {counts['refused']}" if counts["refused"] else ""
+    console.print(f"restored {counts['stored']} messages, already there {counts['duplicate']}{refused}, "
+                  f"rejected {counts['rejected']}", markup=False, highlight=False, soft_wrap=True)  # fmt: skip
     if counts["rejected"]:
         raise typer.Exit(1)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -49,8 +50,10 @@ def export(
         fail("--format html writes a folder: give it with --output")
     if language not in LANGUAGES:
         fail(f"--language must be one of {', '.join(LANGUAGES)}")
+    if output is not None:
+        _check_output(output, folder=format is Format.html)
     settings = settings_for(database_url)
-    store = open_migrated(settings)
+    store = open_migrated(settings, existing=True)
     started = time.monotonic()
     try:
         selection = exports.select(store, guid, conversation_id=conversation_id, keyword=keyword,
@@ -67,18 +70,36 @@ def export(
 
             if format is Format.html:
                 assert output is not None
-                summary = write_html(store, selection, output, settings.zone, language, advance)
-                where = f"{output}{os.sep}index.html ({summary.conversations} conversations)"
+                partial = output.with_name(output.name + ".partial")
+                shutil.rmtree(partial, ignore_errors=True)
+                summary = write_html(store, selection, partial, settings.zone, language, advance)
+                if output.exists():
+                    output.rmdir()  # empty, as checked
+                partial.rename(output)
+                where = f"{output}{os.sep}index.html ({summary.conversations} conversation(s))"
             else:
                 _write(exports.stream(store, selection, format.value, settings.zone, advance), output)
                 where = str(output or "stdout")
     except ApiError as exc:
         fail(exc.message)
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc.strerror or exc}")
     finally:
         store.close()
     seconds = time.monotonic() - started
     console.print(f"exported {done} messages to {where} in {seconds:.1f} s ({done / max(seconds, 1e-9):,.0f}/s)",
-                  markup=False, highlight=False)  # fmt: skip
+                  markup=False, highlight=False, soft_wrap=True)  # fmt: skip
+
+
+def _check_output(output: Path, *, folder: bool) -> None:
+    """Refuse before any work what would fail, or clobber, at the end."""
+    if not output.parent.is_dir():
+        fail(f"no such folder: {output.parent}")
+    if folder and output.exists() and (not output.is_dir() or any(output.iterdir())):
+        # Pages of an earlier export would stay beside the new ones (purged text among them).
+        fail(f"{output} exists: remove it or give another --output")
+    if not folder and output.is_dir():
+        fail(f"{output} is a folder: give a file name with --output")
 
 
 def _write(chunks: Iterator[str], output: Path | None) -> None:
@@ -86,9 +107,12 @@ def _write(chunks: Iterator[str], output: Path | None) -> None:
         _copy(chunks, sys.stdout)
         return
     partial = output.with_name(output.name + ".partial")
-    with partial.open("w", encoding="utf-8", newline="") as file:
-        _copy(chunks, file)
-    partial.replace(output)
+    try:
+        with partial.open("w", encoding="utf-8", newline="") as file:
+            _copy(chunks, file)
+        partial.replace(output)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _copy(chunks: Iterator[str], out: TextIO) -> None:

@@ -6,7 +6,16 @@ from typing import Annotated
 
 import typer
 
-from juhe_sync.cli.common import DatabaseUrl, app, console, fail, open_migrated, progress_bar, settings_for
+from juhe_sync.cli.common import (
+    DatabaseUrl,
+    advancer,
+    app,
+    console,
+    fail,
+    open_migrated,
+    progress_bar,
+    settings_for,
+)
 from juhe_sync.errors import ApiError
 from juhe_sync.records import PurgeStats
 from juhe_sync.service import retention
@@ -35,7 +44,7 @@ def purge(
         cutoff = retention.parse_before(before, settings.zone)
     except ApiError as exc:
         fail(exc.message)
-    store = open_migrated(settings)
+    store = open_migrated(settings, existing=True)
     when = iso_local(cutoff, settings.zone)
     try:
         planned = retention.plan(store, guid, cutoff)
@@ -44,7 +53,7 @@ def purge(
             return
         with progress_bar() as progress:
             task = progress.add_task("purge", total=planned.messages)
-            stats = retention.purge(store, guid, cutoff, lambda n: progress.advance(task, n), retention.PAUSE)
+            stats = retention.purge(store, guid, cutoff, advancer(progress, task), retention.PAUSE)
     except ApiError as exc:
         fail(exc.message)
     finally:
@@ -61,7 +70,7 @@ def forget(
     """Delete everything stored about a device: messages, contacts, rooms, journal, sync state.
     Callbacks that arrive for it afterwards create it anew: stop them first."""
     settings = settings_for(database_url)
-    store = open_migrated(settings)
+    store = open_migrated(settings, existing=True)
     try:
         device = retention.device(store, guid)
         if not yes and not typer.confirm(
@@ -70,7 +79,7 @@ def forget(
             raise typer.Exit(1)
         with progress_bar() as progress:
             task = progress.add_task("forget", total=device.messages_count)
-            stats = retention.forget(store, guid, lambda n: progress.advance(task, n))
+            stats = retention.forget(store, guid, advancer(progress, task))
     except ApiError as exc:
         fail(exc.message)
     finally:
@@ -79,4 +88,5 @@ def forget(
 
 
 def _report(what: str, stats: PurgeStats) -> None:
-    console.print(f"{what}: messages {stats.messages}, journal entries {stats.journal}", markup=False)
+    console.print(f"{what}: messages {stats.messages}, journal entries {stats.journal}", markup=False,
+                  highlight=False, soft_wrap=True)  # fmt: skip

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -19,6 +20,7 @@ from juhe_sync.errors import InvalidParams, NotFound
 from juhe_sync.records import Effects, MessageQuery, MessageRecord
 from juhe_sync.service.previews import LABELS
 from juhe_sync.service.queries import check_conversation, require_guid, text_param, time_bounds
+from juhe_sync.storage.sql import Applied
 from juhe_sync.storage.sqlstore import SQLStore
 from juhe_sync.timeutil import iso_local, now_seconds
 
@@ -146,7 +148,7 @@ class Formatter:
         out = []
         for m in batch:
             who = "me" if m["direction"] == "outbound" else (m["sender_name"] or m["from"])
-            text = "  \n  ".join(_md(line) for line in text_of(m).splitlines() or [""])
+            text = "  \n  ".join(_md_line(line) for line in text_of(m).splitlines() or [""])
             revoked = " *(revoked)*" if m["revoked"] else ""
             quote = f"\n  > {_md(m['quote_content'])}" if m["quote_content"] else ""
             out.append(f"- {self.local(m)[:19].replace('T', ' ')} **{_md(who)}**{revoked}: {text}{quote}\n")
@@ -221,8 +223,20 @@ _MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]#|~"} | {"<": "&lt;", 
 
 
 def _md(text: str) -> str:
-    """Text that Markdown (and the HTML it allows) shows as typed."""
-    return " ".join(text.split("\n")).translate(_MD_SPECIAL)
+    """Text that Markdown (and the HTML it allows) shows as typed, on one line."""
+    return _md_line(" ".join(text.splitlines()))
+
+
+#: What starts a block at the start of a line: a heading or setext underline, a list, a quote.
+_BLOCK_START = re.compile(r"^(\s*)(\d*)([-+=.)])")
+#: Control characters (a terminal reading the export would act on them), but tab.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def _md_line(line: str) -> str:
+    escaped = _CONTROL.sub("\ufffd", line).translate(_MD_SPECIAL)
+    # "\-" and "1\." are the escapes CommonMark knows (a backslash before a digit is shown).
+    return _BLOCK_START.sub(lambda m: m.group(1) + m.group(2) + "\\" + m.group(3), escaped)
 
 
 # --- import of an export --------------------------------------------------------------------------
@@ -234,39 +248,69 @@ def is_exported(line: dict[str, Any]) -> bool:
 
 
 def record_of(line: dict[str, Any]) -> tuple[str, MessageRecord, bool]:
-    """(device GUID, the message row, whether it was revoked) of one exported line."""
+    """(device GUID, the message row, whether it was revoked) of one exported line, checked as
+    strictly as a callback: a damaged line is refused, never stored half right."""
     try:
-        return str(line["guid"]), MessageRecord(
-            dedup_key=str(line["dedup_key"]), msg_id=_opt(line, "msg_id"),
-            seq=_opt(line, "seq"), appinfo=_opt(line, "appinfo"), conversation=str(line["conversation_id"]),
-            room_id=_opt(line, "room_id"), sender=str(line["from"]), receiver=_opt(line, "receiver"),
-            sender_name=_opt(line, "sender_name"), direction=line["direction"], msg_type=line.get("msg_type"),
-            type=str(line["type"]), content=str(line["content"]),
-            search_text=str(line["content"]) if line["searchable"] else None, sendtime=int(line["sendtime"]),
-            flag=int(line["flag"]), send_flag=int(line["send_flag"]), content_type=line.get("content_type"),
-            at_list=[str(a) for a in line["at_list"]], quote_content=line.get("quote_content"),
-            quote_appinfo=line.get("quote_appinfo"),
-        ), bool(line["revoked"])  # fmt: skip
-    except (KeyError, TypeError, ValueError) as exc:
+        record = MessageRecord(
+            dedup_key=_text(line, "dedup_key"), msg_id=_opt(line, "msg_id"), seq=_opt(line, "seq"),
+            appinfo=_opt(line, "appinfo"), conversation=_text(line, "conversation_id"),
+            room_id=_opt(line, "room_id"), sender=_text(line, "from"), receiver=_opt(line, "receiver"),
+            sender_name=_opt(line, "sender_name"), direction=line["direction"], msg_type=_int(line, "msg_type"),
+            type=_text(line, "type"), content=_text(line, "content"),
+            search_text=_text(line, "content") if line["searchable"] else None,
+            sendtime=_int(line, "sendtime", 0, 1 << 42) or 0, flag=_int(line, "flag") or 0,
+            send_flag=_int(line, "send_flag") or 0, content_type=_int(line, "content_type"),
+            at_list=[_checked("at_list", str(a)) for a in line["at_list"]],
+            quote_content=_opt(line, "quote_content"), quote_appinfo=_opt(line, "quote_appinfo"),
+        )  # fmt: skip
+        guid = _text(line, "guid")
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise InvalidParams(f"not an exported message: {type(exc).__name__} {exc}") from None
+    if record.direction not in ("inbound", "outbound"):
+        raise InvalidParams("not an exported message: direction must be inbound or outbound")
+    if check_conversation(record.conversation) is None:
+        raise InvalidParams("not an exported message: conversation_id is empty")
+    return guid, record, bool(line["revoked"])
+
+
+def _checked(key: str, value: str) -> str:
+    text_param(key, value)  # NUL characters and lone surrogates: no store takes them
+    return value
+
+
+def _text(line: dict[str, Any], key: str) -> str:
+    value = line[key]
+    if not isinstance(value, str):
+        raise TypeError(f"{key} must be text")
+    return _checked(key, value)
 
 
 def _opt(line: dict[str, Any], key: str) -> str | None:
     value = line.get(key)
-    return None if value is None else str(value)
+    return None if value is None else _checked(key, str(value))
 
 
-def restore(store: SQLStore, guid: str, lines: list[tuple[MessageRecord, bool]]) -> int:
-    """Store exported messages of one device as they were (no normalising: they are rows already);
-    returns how many were new. Messages the device has already are left alone."""
+def _int(line: dict[str, Any], key: str, low: int = -(2**63), high: int = 2**63 - 1) -> int | None:
+    value = line.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{key} must be a whole number from {low} to {high}")
+    return value
+
+
+def restore(store: SQLStore, guid: str, lines: list[tuple[MessageRecord, bool]]) -> Applied:
+    """Store exported messages of one device as they were (no normalising: they are rows already):
+    ``messages_added`` new, ``messages_refused`` older than the device keeps (retention, a purge);
+    messages the device has already are left alone."""
     records = [record for record, _ in lines]
     # A revoked message comes back revoked: its revocation is stored first, as if it had arrived.
     revokes = [record.msg_id for record, revoked in lines if revoked and record.msg_id]
     writer = store.writer
 
-    def job(conn: Any) -> int:
+    def job(conn: Any) -> Applied:
         device_id, account, kind = writer.ensure_device(conn, guid, now_seconds())
         prepared = writer.prepare_effects(Effects(messages=records, revokes=revokes), account, kind)
-        return writer.apply(conn, device_id, prepared, None, replay=False).messages_added
+        return writer.apply(conn, device_id, prepared, None, replay=False)
 
     return store.pull_write(guid, job)

@@ -37,13 +37,16 @@ def parse_before(value: str, zone: ZoneInfo) -> int:
     """``--before``: an ISO date (midnight in ``zone``) or date-time (``zone`` unless it has an offset)."""
     try:
         parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise InvalidParams(f"not an ISO 8601 date or date-time: {value!r}") from None
-    if len(value.strip()) == 10:
-        parsed = datetime.combine(parsed.date(), time(), zone)
-    elif parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=zone)
-    return int(parsed.timestamp())
+        if len(value.strip()) == 10:
+            parsed = datetime.combine(parsed.date(), time(), zone)
+        elif parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=zone)
+        seconds = int(parsed.timestamp())
+        if not 0 <= seconds < 1 << 40:
+            raise ValueError("before 1970 or too far ahead")
+        return seconds
+    except (ValueError, OverflowError, OSError):
+        raise InvalidParams(f"--before must be an ISO 8601 date or date-time, not {value!r}") from None
 
 
 def device(store: SQLStore, guid: str) -> Device:

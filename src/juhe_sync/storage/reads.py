@@ -201,7 +201,34 @@ def message_page(
             else -1
         )
     next_key = ids[-1] if len(ids) == q.limit else None
+    if q.full and ids:
+        kept = _within_budget(conn, ids)
+        if len(kept) < len(ids):
+            ids, next_key = kept, kept[-1]
     return Page(message_rows(conn, ids, q.ascending, q.full), int(total), next_key)
+
+
+#: Most characters of message text one export page holds: a page is 500 messages, but callbacks
+#: may carry texts of megabytes, and 500 of those would be gigabytes in memory.
+PAGE_CHARS = 4_000_000
+
+
+def _within_budget(conn: Conn, ids: list[int]) -> list[int]:
+    """The longest prefix of ``ids`` whose texts fit :data:`PAGE_CHARS` (at least one message)."""
+    marks = ", ".join("?" * len(ids))
+    sizes = dict(
+        conn.execute(
+            "SELECT id, length(content) + coalesce(length(quote_content), 0) "
+            f"FROM messages WHERE id IN ({marks})",
+            ids,
+        ).fetchall()
+    )
+    used = 0
+    for n, message_id in enumerate(ids):
+        used += int(sizes.get(message_id) or 0)
+        if used > PAGE_CHARS and n > 0:
+            return ids[:n]
+    return ids
 
 
 def _message(r: Any) -> dict[str, Any]:

@@ -21,8 +21,9 @@ from juhe_sync.storage.sqlstore import SQLStore
 from juhe_sync.timeutil import iso_local, now_seconds
 from juhe_sync.web.i18n import STRINGS
 
-#: Messages per page of a conversation.
+#: Messages per page of a conversation, and most characters of text in one.
 PART = 2000
+PART_CHARS = 4_000_000
 ASSETS = ("render.js", "export.js", "viewer.css", "export.css")
 #: What a page keeps of each message: what render.js draws.
 _SHOWN = ("id", "from", "sender_name", "content", "timestamp", "type", "direction", "revoked",
@@ -60,9 +61,8 @@ def write_html(
     summary = HtmlSummary()
     entries = []
     for number, (conversation, one, _) in enumerate(export.per_conversation(store, selection), 1):
-        page = _Pages(
-            folder, number, conversation, names.get(conversation) or conversation, strings, language
-        )
+        name = names.get(conversation) or conversation
+        page = _Pages(folder, number, conversation, name, strings, language, zone.key)
         for batch in export.messages(store, one):
             page.add(batch)
             if progress is not None:
@@ -88,10 +88,11 @@ class _Pages:
     "next" link) or the conversation ends."""
 
     def __init__(self, folder: Path, number: int, conversation: str, name: str, strings: dict[str, str],
-                 language: str):  # fmt: skip
+                 language: str, zone: str):  # fmt: skip
         self.folder, self.number, self.conversation, self.name = folder, number, conversation, name
-        self.strings, self.language = strings, language
+        self.strings, self.language, self.zone = strings, language, zone
         self.buffer: list[dict[str, Any]] = []
+        self.chars = 0
         self.part = 1
         self.count = 0
         self.first = self.last = 0
@@ -105,9 +106,11 @@ class _Pages:
         self.last = int(batch[-1]["sendtime"])
         self.count += len(batch)
         for message in batch:
-            if len(self.buffer) == PART:
+            size = len(message["content"]) + len(message["quote_content"] or "")
+            if len(self.buffer) == PART or (self.buffer and self.chars + size > PART_CHARS):
                 self._write(has_next=True)
             self.buffer.append({k: message[k] for k in _SHOWN})
+            self.chars += size
 
     def finish(self) -> None:
         self._write(has_next=False)
@@ -115,12 +118,14 @@ class _Pages:
     def _write(self, *, has_next: bool) -> None:
         html = _templates.get_template("export_page.html").render(
             lang=self.language, t=self.strings, name=self.name, id=self.conversation, messages=self.buffer,
+            zone=self.zone,
             part_label=self.strings["part"].format(n=self.part),
             previous=self.href(self.part - 1, "") if self.part > 1 else None,
             next=self.href(self.part + 1, "") if has_next else None,
         )  # fmt: skip
         (self.folder / self.href(self.part)).write_text(html, encoding="utf-8")
         self.buffer = []
+        self.chars = 0
         self.part += 1
 
 

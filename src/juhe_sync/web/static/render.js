@@ -19,16 +19,20 @@ function el(tag, attrs = {}, ...children) {
 
 // --- time -------------------------------------------------------------------------------------
 
-const dayFormat = new Intl.DateTimeFormat(document.documentElement.lang, { year: "numeric", month: "long", day: "numeric", weekday: "short" });
-const timeFormat = new Intl.DateTimeFormat(document.documentElement.lang, { hour: "2-digit", minute: "2-digit" });
-const shortFormat = new Intl.DateTimeFormat(document.documentElement.lang, { month: "numeric", day: "numeric" });
+// Times in the reader's time zone, unless the page names one (an export shows the devices' zone,
+// JUHE_SYNC_TIME_ZONE, whoever opens it and wherever).
+const ZONE = document.querySelector('meta[name="juhe-time-zone"]')?.content || undefined;
+const zoned = (options) => new Intl.DateTimeFormat(document.documentElement.lang, ZONE ? { ...options, timeZone: ZONE } : options);
+const dayFormat = zoned({ year: "numeric", month: "long", day: "numeric", weekday: "short" });
+const timeFormat = zoned({ hour: "2-digit", minute: "2-digit" });
+const shortFormat = zoned({ month: "numeric", day: "numeric" });
+const dayKeyFormat = zoned({ year: "numeric", month: "2-digit", day: "2-digit" });
+
+function dayKey(iso) { return dayKeyFormat.format(new Date(iso)); }
 
 function when(iso) {
-  const d = new Date(iso);
-  return new Date().toDateString() === d.toDateString() ? timeFormat.format(d) : shortFormat.format(d);
+  return dayKey(new Date().toISOString()) === dayKey(iso) ? timeFormat.format(new Date(iso)) : shortFormat.format(new Date(iso));
 }
-
-function dayKey(iso) { return new Date(iso).toDateString(); }
 
 // --- one message ------------------------------------------------------------------------------
 
