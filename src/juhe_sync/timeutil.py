@@ -19,6 +19,20 @@ def iso_local(seconds: int, zone: tzinfo) -> str:
     return datetime.fromtimestamp(seconds, zone).isoformat()
 
 
+def local_bound(value: str, zone: tzinfo, *, end: bool) -> datetime:
+    """An ISO date or date-time as a person means it in ``zone``: a date is the start of that day
+    (its last second as an ``end`` bound), a time without an offset is local. Raises ``ValueError``."""
+    text = value.strip()
+    if _DATE_ONLY.match(text):
+        day = date.fromisoformat(text)
+        if not end:
+            return datetime(day.year, day.month, day.day, tzinfo=zone)
+        following = datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=zone)
+        return following - timedelta(seconds=1)
+    parsed = datetime.fromisoformat(text)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=zone)
+
+
 def now_seconds() -> int:
     return int(datetime.now(UTC).timestamp())
 

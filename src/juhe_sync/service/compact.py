@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import date, datetime, timedelta, tzinfo
+from datetime import datetime, tzinfo
 from typing import Any
 
 from juhe_sync.service.previews import LABELS, PREVIEW_CHARS
-from juhe_sync.timeutil import iso_local
+from juhe_sync.timeutil import iso_local, local_bound
 
 #: Stored times are ISO 8601 UTC with a ``Z`` (``timeutil.iso_utc``).
 _UTC_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
-_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 #: Keys of a media payload (JSON) or tags (XML) that name what was sent: a file's name, a link's title.
 _TITLE_KEYS = ("file_name", "filename", "title", "address", "label")
 _XML_TITLE = re.compile(r"<title>(?:<!\[CDATA\[)?(.*?)(?:\]\]>)?</title>", re.S)
@@ -72,19 +71,10 @@ def query_bound(value: str | None, zone: tzinfo, *, end: bool) -> str | None:
     that does not parse is passed on unchanged, for the query rules to refuse with their message."""
     if value is None or not value.strip():
         return None
-    text = value.strip()
-    if _DATE_ONLY.match(text):
-        day = date.fromisoformat(text)
-        start = datetime(day.year, day.month, day.day, tzinfo=zone)
-        if not end:
-            return start.isoformat()
-        following = datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=zone)
-        return (following - timedelta(seconds=1)).isoformat()
     try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return text
-    return (parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=zone)).isoformat()
+        return local_bound(value, zone, end=end).isoformat()
+    except (ValueError, OverflowError):
+        return value.strip()
 
 
 def message_text(message: dict[str, Any], max_chars: int) -> str:

@@ -160,17 +160,10 @@ def stream(store: SQLStore, selection: Selection, fmt: str, zone: ZoneInfo,
     """The whole export of ``selection`` in ``fmt`` (jsonl, csv or markdown), chunk by chunk."""
     if fmt not in ("jsonl", "csv", "markdown"):
         raise InvalidParams("format must be jsonl, csv, html or markdown")
-    names: dict[str, str] | None = None
-
-    def name(conversation: str) -> str | None:
-        nonlocal names
-        if names is None:
-            names = conversation_names(store, selection.device_id)
-        return names.get(conversation)
-
-    out = Formatter(selection, zone, name)
+    names = _Names(store, selection.device_id)
+    out = Formatter(selection, zone, names)
     if fmt == "markdown":
-        yield from _markdown(store, selection, out, progress)
+        yield from _markdown(store, selection, out, names.all(), progress)
         return
     if fmt == "csv":
         yield "\ufeff" + out.csv_header()  # the byte-order mark makes spreadsheets read UTF-8
@@ -180,12 +173,28 @@ def stream(store: SQLStore, selection: Selection, fmt: str, zone: ZoneInfo,
             progress(len(batch))
 
 
-def per_conversation(store: SQLStore, selection: Selection) -> Iterator[tuple[str, Selection, int]]:
-    """Each conversation with selected messages, newest activity first: (id, its selection, count)."""
-    if selection.conversation is not None:
-        conversations = [selection.conversation]
-    else:
-        conversations = list(conversation_names(store, selection.device_id))
+class _Names:
+    """The device's conversation names, listed once and only if a format asks for one."""
+
+    def __init__(self, store: SQLStore, device_id: int):
+        self.store, self.device_id = store, device_id
+        self._names: dict[str, str] | None = None
+
+    def all(self) -> dict[str, str]:
+        if self._names is None:
+            self._names = conversation_names(self.store, self.device_id)
+        return self._names
+
+    def __call__(self, conversation: str) -> str | None:
+        return self.all().get(conversation)
+
+
+def per_conversation(
+    store: SQLStore, selection: Selection, names: dict[str, str]
+) -> Iterator[tuple[str, Selection, int]]:
+    """Each conversation with selected messages, newest activity first (``names``, from
+    :func:`conversation_names`, lists them in that order): (id, its selection, count)."""
+    conversations = [selection.conversation] if selection.conversation is not None else list(names)
     for conversation in conversations:
         one = replace(selection, conversation=conversation)
         total = count(store, one)
@@ -193,10 +202,10 @@ def per_conversation(store: SQLStore, selection: Selection) -> Iterator[tuple[st
             yield conversation, one, total
 
 
-def _markdown(store: SQLStore, selection: Selection, out: Formatter,
+def _markdown(store: SQLStore, selection: Selection, out: Formatter, names: dict[str, str],
               progress: Callable[[int], None] | None) -> Iterator[str]:  # fmt: skip
     yield f"# {_md(selection.guid)}\n"
-    for conversation, one, total in per_conversation(store, selection):
+    for conversation, one, total in per_conversation(store, selection, names):
         yield out.markdown_heading(conversation, total)
         for batch in messages(store, one):
             yield out.markdown(batch)

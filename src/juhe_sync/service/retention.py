@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import datetime, time
 from zoneinfo import ZoneInfo
 
 from juhe_sync.errors import InvalidParams, NotFound
@@ -14,7 +13,7 @@ from juhe_sync.records import Device, ProgressFn, PurgeStats
 from juhe_sync.storage import retention
 from juhe_sync.storage.leases import LeaseBusy, device_lease, lease
 from juhe_sync.storage.sqlstore import SQLStore
-from juhe_sync.timeutil import now_seconds
+from juhe_sync.timeutil import local_bound, now_seconds
 
 log = logging.getLogger("juhe_sync.service.retention")
 
@@ -36,12 +35,7 @@ def apply_setting(store: SQLStore, days: int | None) -> None:
 def parse_before(value: str, zone: ZoneInfo) -> int:
     """``--before``: an ISO date (midnight in ``zone``) or date-time (``zone`` unless it has an offset)."""
     try:
-        parsed = datetime.fromisoformat(value.strip())
-        if len(value.strip()) == 10:
-            parsed = datetime.combine(parsed.date(), time(), zone)
-        elif parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=zone)
-        seconds = int(parsed.timestamp())
+        seconds = int(local_bound(value, zone, end=False).timestamp())
         if not 0 <= seconds < 1 << 40:
             raise ValueError("before 1970 or too far ahead")
         return seconds

@@ -75,7 +75,7 @@ def purge_messages(writer: Writer, conn: Conn, device_id: int, before: int, limi
         if journal_id is not None:
             journal_ids.add(journal_id)
     ids = [row[0] for row in rows]
-    _delete_in(conn, "DELETE FROM messages WHERE id IN ({})", ids)
+    _in_slices(conn, "DELETE FROM messages WHERE id IN ({})", ids)
     for conversation_id, removed in sorted(per_conversation.items()):
         # Only the device's own jobs change its conversations, and they wait for this one.
         conn.execute(
@@ -84,9 +84,9 @@ def purge_messages(writer: Writer, conn: Conn, device_id: int, before: int, limi
             (removed, conversation_id, conversation_id),
         )
     # A journal entry that carried purged messages must not bring them back in a replay.
-    journal = _delete_in(conn, "UPDATE journal SET body = '' WHERE id IN ({}) AND status = 'ok' AND body <> ''",
+    journal = _in_slices(conn, "UPDATE journal SET body = '' WHERE id IN ({}) AND status = 'ok' AND body <> ''",
                          sorted(journal_ids))  # fmt: skip
-    journal += _delete_in(
+    journal += _in_slices(
         conn, "DELETE FROM journal WHERE id IN ({}) AND status <> 'ok'", sorted(journal_ids)
     )
     writer.count(device_id, messages=-len(ids))
@@ -108,8 +108,8 @@ def purge_journal(
     old = [(r[0], r[2], r[3]) for r in rows if r[1] < before]
     emptied = [i for i, status, empty in old if status == "ok" and not empty]
     failed = [i for i, status, _ in old if status != "ok"]
-    _delete_in(conn, "UPDATE journal SET body = '' WHERE id IN ({})", emptied)
-    _delete_in(conn, "DELETE FROM journal WHERE id IN ({})", failed)
+    _in_slices(conn, "UPDATE journal SET body = '' WHERE id IN ({})", emptied)
+    _in_slices(conn, "DELETE FROM journal WHERE id IN ({})", failed)
     last = int(rows[-1][0]) if old and len(rows) == limit else None
     return last, len(emptied) + len(failed)
 
@@ -119,7 +119,7 @@ def forget_journal(conn: Conn, device_id: int, limit: int) -> int:
     ids = [r[0] for r in conn.execute(
         "SELECT id FROM journal WHERE device_id = ? ORDER BY id LIMIT ?", (device_id, limit)
     ).fetchall()]  # fmt: skip
-    _delete_in(conn, "DELETE FROM journal WHERE id IN ({})", ids)
+    _in_slices(conn, "DELETE FROM journal WHERE id IN ({})", ids)
     return len(ids)
 
 
@@ -130,9 +130,9 @@ def forget_device(conn: Conn, device_id: int) -> None:
     conn.execute("DELETE FROM devices WHERE id = ?", (device_id,))
 
 
-def _delete_in(conn: Conn, sql: str, ids: list[Any]) -> int:
-    """Run ``sql`` (with ``IN ({})``) over ``ids`` in slices small enough for any SQLite build;
-    returns the rows it changed."""
+def _in_slices(conn: Conn, sql: str, ids: list[Any]) -> int:
+    """Run ``sql`` (a DELETE or UPDATE with ``IN ({})``) over ``ids`` in slices small enough for any
+    SQLite build; returns the rows it changed."""
     changed = 0
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]

@@ -60,7 +60,7 @@ def write_html(
     names = export.conversation_names(store, selection.device_id)
     summary = HtmlSummary()
     entries = []
-    for number, (conversation, one, _) in enumerate(export.per_conversation(store, selection), 1):
+    for number, (conversation, one, _) in enumerate(export.per_conversation(store, selection, names), 1):
         name = names.get(conversation) or conversation
         page = _Pages(folder, number, conversation, name, strings, language, zone.key)
         for batch in export.messages(store, one):
