@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -58,7 +59,19 @@ def app_from_env() -> FastAPI:
     settings = Settings()
     if not logging.getLogger().handlers:  # ``serve`` has configured logging already (in uvicorn)
         logs.configure(settings.log_level, settings.log_format, settings.secrets())
-    return create_app(settings)
+    app = create_app(settings)
+    settle_heap()
+    return app
+
+
+def settle_heap() -> None:
+    """Exempt what start-up built (modules, the app) from the cyclic garbage collector.
+
+    A full collection walked every object of every imported library: 60-90 ms with the event
+    loop stopped, several times a minute under load, and the whole of the p99 of a callback. A
+    server process calls this once, after start-up; tests build many apps and do not."""
+    gc.collect()
+    gc.freeze()
 
 
 def create_app(settings: Settings | None = None, store: SQLStore | None = None) -> FastAPI:
