@@ -109,6 +109,12 @@ class Settings(BaseSettings):
     write_batch: int = Field(
         256, ge=1, le=10000, description="Most write jobs committed together in one group commit (SQLite)."
     )
+    callback_writer_process: bool = Field(
+        True,
+        description="The server writes callbacks in a child process with its own interpreter lock and database "
+        "connection, so that storing them does not wait on the HTTP event loop (about 1.5x the callbacks per "
+        "second on two cores, see BENCHMARKS.md). Off: the server's own writer threads store them.",
+    )
     saas_base_url: str = Field(
         "https://chat-api.juhebot.com",
         description="The SaaS API root; pull sync calls `{saas_base_url}/open/GuidRequest`.",

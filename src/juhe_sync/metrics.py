@@ -78,6 +78,11 @@ WRITE_RETRIES = Counter(
 WRITE_FAILURES = Counter(
     "juhe_sync_write_failures", "Write transactions given up: none of their jobs was stored."
 )
+CALLBACK_WRITER_EXITS = Counter(
+    "juhe_sync_callback_writer_exits",
+    "Times the callback writer process exited unexpectedly (its callbacks in flight were answered 503; "
+    "another is started for the next callback).",
+)
 READ_FAILURES = Counter("juhe_sync_read_failures", "Reads answered 503 because the database did not answer.")
 
 PURGED_MESSAGES = Counter("juhe_sync_purged_messages", "Messages deleted by retention, purge and forget.")

@@ -29,7 +29,7 @@ PAUSE = 0.02
 
 def apply_setting(store: SQLStore, days: int | None) -> None:
     """Make the store refuse messages older than the window (they would be purged at once)."""
-    store.writer.retention = None if days is None else days * DAY
+    store.set_retention(None if days is None else days * DAY)
 
 
 def parse_before(value: str, zone: ZoneInfo) -> int:

@@ -18,6 +18,7 @@ from juhe_sync.service.access import Authenticator, CallbackSecrets, TokenAdmin
 from juhe_sync.service.ingest import Ingestor, websocket_ingest
 from juhe_sync.service.queries import QueryService, require_guid
 from juhe_sync.service.stores import open_store
+from juhe_sync.storage.ingest_process import ProcessOptions
 from juhe_sync.storage.sqlstore import SQLStore
 from juhe_sync.sync.jobs import Syncer
 from juhe_sync.sync.manager import SyncManager
@@ -45,9 +46,13 @@ class Runtime:
         as configured."""
         owned = store is None
         if store is None:
+            process = None
+            if settings.callback_writer_process:
+                process = ProcessOptions(settings.log_level, settings.log_format, settings.secrets(),
+                                         settings.write_batch, settings.storage_timeout)  # fmt: skip
             store = await asyncio.to_thread(
                 open_store, settings.database_url, write_batch=settings.write_batch,
-                timeout=settings.storage_timeout,
+                timeout=settings.storage_timeout, process=process,
             )  # fmt: skip
             applied = await asyncio.to_thread(store.migrate)
             if applied:

@@ -89,3 +89,14 @@ def settle(outcomes: list[Outcome]) -> None:
 def fail(jobs: list[WriteJob], error: BaseException) -> None:
     for job in jobs:
         job.future.set_exception(error)
+
+
+def record_batch(jobs: int, commit: float | None, total: float | None) -> None:
+    """A write transaction's metrics: its jobs, COMMIT's and the whole transaction's seconds (a
+    failed transaction has no times)."""
+    if commit is None or total is None:
+        metrics.WRITE_FAILURES.inc()
+        return
+    metrics.WRITE_BATCH_JOBS.observe(jobs)
+    metrics.WRITE_COMMIT_SECONDS.observe(commit)
+    metrics.WRITE_TRANSACTION_SECONDS.observe(total)

@@ -28,7 +28,8 @@ from juhe_sync.errors import StorageError, StorageUnavailable
 from juhe_sync.logs import Throttle
 from juhe_sync.records import MessageQuery, Page
 from juhe_sync.storage import reads, search
-from juhe_sync.storage.batches import JobQueue, Outcome, WriteJob, fail, settle
+from juhe_sync.storage.batches import JobQueue, Outcome, WriteJob, fail, record_batch, settle
+from juhe_sync.storage.ingest_process import IngestProcess, ProcessOptions
 from juhe_sync.storage.migrations import apply_pending
 from juhe_sync.storage.pgconn import (
     CLOSE_WAIT,
@@ -103,7 +104,9 @@ class PostgresStore(SQLStore):
         max_batch: int = 256,
         pool_size: int = 10,
         timeout: float = 30.0,
+        process: ProcessOptions | None = None,
     ):
+        """``process``: write callbacks in a child process (its own store on the same database)."""
         self.url = url
         self.conninfo = url.replace("postgresql+psycopg://", "postgresql://")
         self.options = connect_options(self.conninfo)
@@ -127,12 +130,15 @@ class PostgresStore(SQLStore):
             kwargs={"autocommit": True, **connect_options(self.conninfo, timeout)},
             open=True, timeout=READ_WAIT, check=self._check, reconnect_timeout=READ_WAIT,
         )  # fmt: skip
+        self.record_batch = record_batch
         self._threads = [
             threading.Thread(target=self._run, args=(q,), name=f"juhe-sync-pg-writer-{i}", daemon=True)
             for i, q in enumerate(self._queues)
         ]
         for thread in self._threads:
             thread.start()
+        if process is not None:
+            self.callback_writer = IngestProcess(self, rules, process)
 
     def _check(self, conn: psycopg.Connection[Any]) -> None:
         """The pool's check of a connection before handing it out, which a frozen server would
@@ -190,7 +196,7 @@ class PostgresStore(SQLStore):
                 continue
             settle(outcomes)
             return conn
-        metrics.WRITE_FAILURES.inc()
+        self.record_batch(len(jobs), None, None)
         self._write_failed.log(logging.ERROR, "write batch of %d jobs failed: %s", len(jobs), last_error)
         self._rollback(conn)
         # The client learns that nothing was stored (and retries); the database's text stays here.
@@ -238,9 +244,7 @@ class PostgresStore(SQLStore):
             watch.rearm()
             raw.commit()
         done = time.perf_counter()
-        metrics.WRITE_BATCH_JOBS.observe(len(jobs))
-        metrics.WRITE_COMMIT_SECONDS.observe(done - committing)
-        metrics.WRITE_TRANSACTION_SECONDS.observe(done - started)
+        self.record_batch(len(jobs), done - committing, done - started)
         return outcomes
 
     # --- reads -----------------------------------------------------------------------------
@@ -335,6 +339,8 @@ class PostgresStore(SQLStore):
         if self._closed:
             return
         self._closed = True
+        if self.callback_writer is not None:
+            self.callback_writer.close()  # first: what it commits may still be waited for
         for jobs_queue in self._queues:
             jobs_queue.stop()
         # A writer stuck on a database that stopped answering must not keep the process from

@@ -6,6 +6,10 @@ so one failing job never takes the others down), commits once, and only then res
 futures. That is group commit: with ``synchronous=FULL`` in WAL mode every acknowledged callback is
 on disk, and a burst of N callbacks costs one fsync instead of N. Reads take one of a fixed pool
 of connections and never wait for the writer (WAL).
+
+A server's store hands callbacks to a child process instead, which runs the same writer with an
+interpreter lock of its own; both writers then take turns through a lock file (see
+:mod:`juhe_sync.storage.ingest_process`).
 """
 
 from __future__ import annotations
@@ -22,12 +26,12 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
-from juhe_sync import metrics
 from juhe_sync.errors import StorageError
 from juhe_sync.logs import Throttle
 from juhe_sync.records import MessageQuery, Page
 from juhe_sync.storage import reads, search
-from juhe_sync.storage.batches import JobQueue, Outcome, WriteJob, fail, settle
+from juhe_sync.storage.batches import JobQueue, Outcome, WriteJob, fail, record_batch, settle
+from juhe_sync.storage.ingest_process import IngestProcess, ProcessOptions, WriterLock
 from juhe_sync.storage.migrations import apply_pending
 from juhe_sync.storage.sql import ID_LOW_MASK, ID_SHIFT, Rules, id_range, run_job
 from juhe_sync.storage.sqlstore import SQLStore
@@ -122,7 +126,18 @@ _FTS_DELETE = "INSERT INTO message_fts (message_fts, rowid, meta, uni, bi) VALUE
 
 
 class SQLiteStore(SQLStore):
-    def __init__(self, url: str, rules: Rules, *, max_batch: int = 256, max_readers: int = READERS):
+    def __init__(
+        self,
+        url: str,
+        rules: Rules,
+        *,
+        max_batch: int = 256,
+        max_readers: int = READERS,
+        process: ProcessOptions | None = None,
+        lock: WriterLock | None = None,
+    ):
+        """``process``: write callbacks in a child process; ``lock``: the writer lock of a store
+        whose callbacks are written by such a child (the child's own store is given it)."""
         self.url = url
         self.path = sqlite_path(url)
         parent = Path(self.path).parent
@@ -141,8 +156,13 @@ class SQLiteStore(SQLStore):
         self._closed = False
         self._write_failed = Throttle(log)
         self._wconn = self._connect()
+        self.record_batch = record_batch
         self._thread = threading.Thread(target=self._run, name="juhe-sync-sqlite-writer", daemon=True)
         self._thread.start()
+        self._lock = lock
+        if process is not None:
+            self._lock = WriterLock(self.path)
+            self.callback_writer = IngestProcess(self, rules, process)
 
     # --- connections -----------------------------------------------------------------------
 
@@ -205,6 +225,13 @@ class SQLiteStore(SQLStore):
         self._wconn.close()
 
     def _run_batch(self, jobs: list[WriteJob]) -> None:
+        if self._lock is None:
+            self._transaction(jobs)
+        else:
+            with self._lock.held():
+                self._transaction(jobs)
+
+    def _transaction(self, jobs: list[WriteJob]) -> None:
         conn = self._wconn
         outcomes: list[Outcome] = []
         pending = self.dialect.pending
@@ -220,7 +247,7 @@ class SQLiteStore(SQLStore):
             committing = time.perf_counter()
             conn.execute("COMMIT")
         except Exception as exc:
-            metrics.WRITE_FAILURES.inc()
+            self.record_batch(len(jobs), None, None)
             pending.clear()
             # One line, no traceback: a full disk or a broken file is not a bug of ours.
             self._write_failed.log(
@@ -235,9 +262,7 @@ class SQLiteStore(SQLStore):
             fail(jobs, StorageError("The database could not store this; nothing was stored", logged=True))
             return
         done = time.perf_counter()
-        metrics.WRITE_BATCH_JOBS.observe(len(jobs))
-        metrics.WRITE_COMMIT_SECONDS.observe(done - committing)
-        metrics.WRITE_TRANSACTION_SECONDS.observe(done - started)
+        self.record_batch(len(jobs), done - committing, done - started)
         settle(outcomes)
 
     # --- Store -----------------------------------------------------------------------------
@@ -274,8 +299,12 @@ class SQLiteStore(SQLStore):
         if self._closed:
             return
         self._closed = True
+        if self.callback_writer is not None:
+            self.callback_writer.close()  # first: what it commits may still be waited for
         self._queue.stop()
         self._thread.join()
+        if self._lock is not None:
+            self._lock.close()
         with self._readers_lock:
             for conn in self._readers:
                 conn.close()

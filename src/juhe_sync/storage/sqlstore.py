@@ -29,6 +29,7 @@ from juhe_sync.records import (
     TokenRecord,
 )
 from juhe_sync.storage import browse, journal, pulls, reads, tokens
+from juhe_sync.storage.ingest_process import IngestProcess
 from juhe_sync.storage.leases import device_lease
 from juhe_sync.storage.sql import Applied
 from juhe_sync.storage.writer import Writer
@@ -43,6 +44,10 @@ class SQLStore(abc.ABC):
 
     url: str
     writer: Writer
+    #: The child process that writes callbacks (JUHE_SYNC_CALLBACK_WRITER_PROCESS), if any.
+    callback_writer: IngestProcess | None = None
+    #: Where a write transaction's metrics go (a child process sends them to its parent).
+    record_batch: Callable[[int, float | None, float | None], None]
     #: A column (``{}``) matching a lower-cased LIKE pattern (``?``), case-insensitively for every
     #: alphabet. SQLite's own LIKE folds ASCII only: for other keywords SQLite lower-cases the
     #: column with Python's rules (a function call per row, so only when the keyword needs it).
@@ -85,7 +90,15 @@ class SQLStore(abc.ABC):
     def after_copy(self) -> None:  # noqa: B027 (a hook: most backends need nothing)
         """Hook for backends that must catch up after rows were inserted with explicit ids."""
 
+    def set_retention(self, seconds: int | None) -> None:
+        """Refuse messages sent more than ``seconds`` ago (None: keep everything)."""
+        self.writer.retention = seconds
+        if self.callback_writer is not None:
+            self.callback_writer.set_retention(seconds)
+
     def submit_event(self, event: Event, raw: str, received_at: int) -> Future[IngestOutcome]:
+        if self.callback_writer is not None:
+            return self.callback_writer.submit(event, raw, received_at)
         # Normalising happens here, in the caller's thread, so the writer (the one serial part of
         # ingest) only runs statements; it normalises again only if the device changed meanwhile.
         prepared = self.writer.prepare_hinted(event, received_at)

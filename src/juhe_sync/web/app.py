@@ -60,18 +60,11 @@ def app_from_env() -> FastAPI:
     if not logging.getLogger().handlers:  # ``serve`` has configured logging already (in uvicorn)
         logs.configure(settings.log_level, settings.log_format, settings.secrets())
     app = create_app(settings)
-    settle_heap()
-    return app
-
-
-def settle_heap() -> None:
-    """Exempt what start-up built (modules, the app) from the cyclic garbage collector.
-
-    A full collection walked every object of every imported library: 60-90 ms with the event
-    loop stopped, several times a minute under load, and the whole of the p99 of a callback. A
-    server process calls this once, after start-up; tests build many apps and do not."""
+    # Exempt what start-up built from the cyclic collector: a full collection walked all of it,
+    # 60-90 ms with the event loop stopped (a callback's whole p99). Tests do not come here.
     gc.collect()
     gc.freeze()
+    return app
 
 
 def create_app(settings: Settings | None = None, store: SQLStore | None = None) -> FastAPI:
