@@ -110,9 +110,9 @@ def prepare(url: str, total: int, fresh: bool) -> None:
 
 
 class Server:
-    def __init__(self, url: str, port: int, log: Path):
+    def __init__(self, url: str, port: int, log: Path, extra_env: dict[str, str] | None = None):
         env = {**os.environ, "JUHE_SYNC_DATABASE_URL": url, "JUHE_SYNC_PORT": str(port), "JUHE_SYNC_BENCH_ROUTES": "1",
-               "JUHE_SYNC_LOG_LEVEL": "warning"}  # fmt: skip
+               "JUHE_SYNC_LOG_LEVEL": "warning", **(extra_env or {})}  # fmt: skip
         self.base = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "juhe_sync", "serve"],
@@ -314,7 +314,11 @@ def main() -> None:
             results["export"] = run_exports(url, server.base, guid, fractions, guids)
             results["export"]["server peak RSS while streaming, MB"] = round(server.peak_rss_mb, 1)
         if args.only in (None, "ingest"):
-            run_ingest(server.base, results, args.seconds, args.port + 1, store)
+            baseline = Server(url, args.port + 2, data_dir / f"server-{backend}-thread.log", THREAD_WRITER)
+            try:
+                run_ingest(server.base, results, args.seconds, args.port + 1, store, baseline)
+            finally:
+                baseline.stop()
         results["server_peak_rss_mb"] = round(server.peak_rss_mb, 1)
     finally:
         server.stop()
@@ -404,14 +408,34 @@ def at_share(store: SQLStore, device_id: int, share: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(store.read(run)))
 
 
-def run_ingest(base: str, results: dict[str, Any], seconds: int, bare_port: int, store: SQLStore) -> None:
+#: The server as it was before callbacks got a writer process of their own: the baseline the
+#: ingest rows are measured against, in the same run.
+THREAD_WRITER = {"JUHE_SYNC_CALLBACK_WRITER_PROCESS": "0"}
+
+
+def run_ingest(
+    base: str, results: dict[str, Any], seconds: int, bare_port: int, store: SQLStore, baseline: Server | None
+) -> None:
+    """Each ingest run three times, alternating with the same run against ``baseline`` (the
+    writer thread): medians of both, so that what the machine does meanwhile hits both alike."""
     run = f"r{int(time.time())}"
     ingest = results["ingest"]
     with BareServer(bare_port) as bare:
         ingest["bare ASGI app (parse JSON, 200)"] = wrk(bare, "/callback", "single", seconds, 16, run)
     ingest["http stack limit (parse only)"] = wrk(base, "/_bench/parse", "single", seconds, 16, run)
-    ingest["single 11010 callbacks"] = wrk(base, "/callback", "single", seconds, 16, run)
-    ingest["11013 batches of 50"] = wrk(base, "/callback", "batch", seconds, 16, run)
+    for name, mode in (("single 11010 callbacks", "single"), ("11013 batches of 50", "batch")):
+        ours, theirs = [], []
+        for _ in range(3 if baseline else 1):
+            ours.append(wrk(base, "/callback", mode, seconds, 16, run))
+            if baseline:
+                theirs.append(wrk(baseline.base, "/callback", mode, seconds, 16, run))
+        ingest[name] = median_run(ours)
+        if baseline:
+            ingest[f"{name}, writer thread (before)"] = median_run(theirs)
+            ingest[f"{name}: writer process vs thread"] = round(
+                ingest[name]["requests_per_s"] / ingest[f"{name}, writer thread (before)"]["requests_per_s"],
+                3,
+            )
     single = ingest["single 11010 callbacks"]["requests_per_s"]
     ingest["single vs http stack"] = round(
         single / ingest["http stack limit (parse only)"]["requests_per_s"], 3
@@ -420,6 +444,12 @@ def run_ingest(base: str, results: dict[str, Any], seconds: int, bare_port: int,
         single / ingest["bare ASGI app (parse JSON, 200)"]["requests_per_s"], 3
     )
     ingest["burst"] = burst(base, store, f"bench-burst-{run}", 20_000, 64)
+
+
+def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
+    """The run with the median throughput (its latencies with it: they belong together)."""
+    ordered = sorted(runs, key=lambda r: r["requests_per_s"])
+    return {**ordered[len(ordered) // 2], "runs": len(runs)}
 
 
 class BareServer:
@@ -548,6 +578,9 @@ def report(results: dict[str, Any]) -> None:
         b = results["ingest"]["burst"]
         console.print(f"burst: {b['callbacks']:,} callbacks over {b['connections']} connections in {b['seconds']} s, "
                       f"slowest answer {b['max_ms']:.0f} ms, stored exactly once: {b['stored_once']}")  # fmt: skip
+    for name, ratio in results["ingest"].items():
+        if name.endswith("writer process vs thread"):
+            console.print(f"{name}: {ratio:.2f}x")
     if "single vs bare ASGI" in results["ingest"]:
         console.print(
             f"single callbacks at {results['ingest']['single vs bare ASGI']:.0%} of the bare ASGI app"
