@@ -180,7 +180,10 @@ def time_requests(
 
 
 def wrk(base: str, path: str, mode: str, seconds: int, connections: int, run: str) -> dict[str, float]:
+    """``connections`` connections for ``seconds``, each request a callback never sent before (the
+    run id is made unique per call: a repeated one would be answered as cheap duplicates)."""
     lua = ROOT / "wrk_callback.lua"
+    run = f"{run}-{time.monotonic_ns()}"
     out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(lua), base + path, "--", mode, run, "50"],
         capture_output=True, text=True, timeout=seconds + 60,

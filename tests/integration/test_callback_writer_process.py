@@ -182,3 +182,60 @@ def test_the_childs_transactions_are_in_the_parents_metrics(child_store: SQLStor
     while metrics.WRITE_BATCH_JOBS._sum.get() < before + 50:  # the report follows the replies
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def _until_stored(store: SQLStore, body: str, seconds: float = 60) -> IngestOutcome:
+    """Send ``body`` as a sender would: again after each 503, until it is acknowledged."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return _submit(store, body).result(timeout=30)
+        except StorageUnavailable:
+            assert time.monotonic() < deadline, "never stored"
+            time.sleep(0.2)
+
+
+def test_a_child_that_cannot_start_gets_503_and_a_later_one_takes_over(tmp_path: Path) -> None:
+    store = _open(f"sqlite:///{tmp_path / 'juhe-sync.db'}")
+    try:
+        assert _until_stored(store, _callback(1)).status == "stored"
+        lock = tmp_path / "juhe-sync.db-writer.lock"
+        lock.unlink()
+        lock.mkdir()  # the next child cannot open its writer lock
+        os.kill(_pid(store), signal.SIGKILL)
+        refused = 0
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # restarts are paced: answered 503, never 500
+            try:
+                _submit(store, _callback(2)).result(timeout=30)
+            except StorageUnavailable:
+                refused += 1
+            time.sleep(0.1)
+        assert refused > 0
+        assert (
+            metrics.CALLBACK_WRITER_EXITS._value.get() >= 2
+        )  # the killed child and one that could not start
+        lock.rmdir()
+        assert _until_stored(store, _callback(2), 90).status in {"stored", "duplicate"}
+        assert _stored(store) == (2, 2, 2)
+    finally:
+        store.close()
+
+
+def test_a_child_that_stops_answering_is_replaced(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'juhe-sync.db'}", process=ProcessOptions(timeout=0.5))
+    store.migrate()
+    try:
+        assert _until_stored(store, _callback(1)).status == "stored"
+        stuck = _pid(store)
+        os.kill(stuck, signal.SIGSTOP)  # alive, answering nothing
+        waiting = _submit(store, _callback(2))
+        time.sleep(2)  # past HUNG_AFTER storage timeouts
+        with pytest.raises(StorageUnavailable):
+            _submit(store, _callback(3)).result(timeout=30)
+        with pytest.raises(StorageUnavailable):
+            waiting.result(timeout=30)
+        assert _until_stored(store, _callback(2)).status == "stored"
+        assert _pid(store) != stuck
+    finally:
+        store.close()

@@ -10,12 +10,18 @@ on the parent's own writers: the database keeps the two apart as it keeps severa
 
 On SQLite both writers take an exclusive ``flock`` on ``<database>-writer.lock`` around each
 transaction: SQLite would serialise them anyway, but its busy handler polls in sleeps of up to
-100 ms, so under a flood of callbacks the parent's occasional job could wait for seconds. The
-kernel queues ``flock`` waiters, and drops the lock of a process that dies holding it.
+100 ms, so under a flood of callbacks the parent's occasional job could wait for seconds. A
+blocked ``flock`` wakes as soon as the lock is released (the waiters race for it, and with two
+writers the one that just released it is busy answering its callbacks), and the kernel drops the
+lock of a process that dies holding it.
 
-A child that dies (killed, out of memory) fails the callbacks in flight with 503 (nothing
-acknowledged, the sender retries; what it committed is found as a duplicate) and is started
-again for the next callback.
+The parent sends only the body (the child parses it again: cheap, and a string cannot fail to
+pickle) from a sender thread of its own, so that neither a large body nor a child that is slow to
+read ever blocks the event loop. A child that dies (killed, out of memory), stops answering for
+longer than :data:`HUNG_AFTER` times the storage timeout, or cannot start fails the callbacks in
+flight with 503 (nothing acknowledged, the sender retries; what it committed is found as a
+duplicate) and is started again for a later callback, after a pause that grows while it keeps
+failing.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import queue
 import signal
 import threading
 import time
@@ -39,7 +46,7 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 from juhe_sync import logs, metrics
-from juhe_sync.errors import StorageError, StorageUnavailable
+from juhe_sync.errors import ApiError, StorageError, StorageUnavailable
 from juhe_sync.logs import Throttle
 from juhe_sync.records import Event, IngestOutcome
 from juhe_sync.storage.sql import Rules
@@ -49,10 +56,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("juhe_sync.storage")
 
-#: Seconds between two starts of a child that keeps dying (a database it cannot open, say).
+#: Seconds before a new child is started after one died; doubled while they keep dying (a
+#: database the child cannot open, say), up to :data:`MOST_PAUSE`.
 RESTART_PAUSE = 1.0
-#: Seconds ``close`` waits for the child to commit what it was sent and exit.
-STOP_TIMEOUT = 60.0
+MOST_PAUSE = 30.0
+#: A child whose oldest unanswered callback is older than this many storage timeouts is killed.
+HUNG_AFTER = 3
+#: Most callbacks sent to the child and not yet answered (as the writer queue's own bound).
+MAX_PENDING = 10_000
 
 
 @dataclass(frozen=True)
@@ -89,18 +100,25 @@ class WriterLock:
 
 # --- the child ----------------------------------------------------------------------------------
 #
-# Messages to the child: (number, event, raw, received_at) for a callback; (None, "retention",
-# seconds) for the retention window; (None, "stop", None) to commit what came before and exit. From the child: ("done", number, outcome, error) after the
-# commit; ("batch", jobs, commit seconds, transaction seconds), with None seconds for a failed
-# transaction, for the parent's metrics.
+# Messages to the child: (number, raw, received_at, event key) for a callback; (None, "retention",
+# seconds) for the retention window; (None, "stop", None) to commit what came before and exit.
+# From the child: ("done", number, outcome, error) after the commit; ("batch", jobs, commit
+# seconds, transaction seconds), with None seconds for a failed transaction, for the metrics.
 
 
 def _child(conn: Connection, url: str, rules: Rules, options: ProcessOptions) -> None:
     # Ctrl-C reaches the whole process group; the parent shuts down gracefully and still waits
     # for commits meanwhile, so the child stops when the parent says so (or its pipe closes).
-    # SIGTERM keeps its default: it is how multiprocessing ends a child its parent left behind.
+    # SIGTERM (a supervisor's, or multiprocessing's for a child its parent left behind) stops it
+    # too, after committing what it was sent.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _stop)
     logs.configure(options.log_level, options.log_format, options.secrets)
+    try:
+        store = _open(url, rules, options)
+    except Exception as exc:  # one line through the configured (masking) logging, no traceback
+        log.error("the callback writer process could not open the database: %s: %s", type(exc).__name__, exc)
+        os._exit(1)
     sending = threading.Lock()
 
     def send(message: tuple[Any, ...]) -> None:
@@ -114,12 +132,11 @@ def _child(conn: Connection, url: str, rules: Rules, options: ProcessOptions) ->
             send(("done", number, future.result(), None))
             return
         try:
-            pickle.dumps(error)
+            pickle.loads(pickle.dumps(error))
         except Exception:
             error = StorageError(f"{type(error).__name__}: {error}")
         send(("done", number, None, error))
 
-    store = _open(url, rules, options)
     store.record_batch = lambda jobs, commit, total: send(("batch", jobs, commit, total))
     gc.collect()
     gc.freeze()  # as the server does (see web.app.app_from_env)
@@ -135,16 +152,25 @@ def _child(conn: Connection, url: str, rules: Rules, options: ProcessOptions) ->
                     break
                 store.writer.retention = message[2]
                 continue
-            _, event, raw, received_at = message
+            _, raw, received_at, key = message
             try:
+                event = rules.parse(raw)
+                if event.key != key:
+                    raise StorageError("the callback writer parsed a different event from the body")
                 future = store.submit_event(event, raw, received_at)
             except Exception as exc:  # a full queue: answered at once
-                send(("done", number, None, exc))
+                send(("done", number, None, exc if isinstance(exc, ApiError) else StorageError(str(exc))))
                 continue
             future.add_done_callback(functools.partial(done, number))
+    except SystemExit:
+        pass
     finally:
         store.close()  # commits what it was sent before the parent went
         conn.close()
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
 
 
 def _open(url: str, rules: Rules, options: ProcessOptions) -> SQLStore:
@@ -170,14 +196,21 @@ class IngestProcess:
         self._options = options
         self._retention: int | None = None
         self._numbers = itertools.count()
-        self._pending: dict[int, Future[IngestOutcome]] = {}
-        self._lock = threading.Lock()  # the pipe and the child's life
+        #: number -> (future, monotonic time sent); in sending order, so the first is the oldest.
+        self._pending: dict[int, tuple[Future[IngestOutcome], float]] = {}
+        self._outbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()  # the child's life: _conn, _proc, _pause, _retry_at
         self._conn: Connection | None = None
         self._proc: multiprocessing.process.BaseProcess | None = None
-        self._started = -RESTART_PAUSE
+        self._pause = RESTART_PAUSE
+        self._retry_at = 0.0
         self._closed = False
-        self._died = Throttle(log)
+        self._trouble = Throttle(log)
         self.record_batch: Callable[[int, float | None, float | None], None] = store.record_batch
+        self._sender = threading.Thread(
+            target=self._send, name="juhe-sync-callback-writer-sender", daemon=True
+        )
+        self._sender.start()
         with self._lock:
             self._start()
 
@@ -186,82 +219,124 @@ class IngestProcess:
         return None if self._proc is None else self._proc.pid
 
     def _start(self) -> None:
+        """Start a child (the caller holds the lock); on failure, leave it to a later callback."""
         ctx = multiprocessing.get_context("spawn")  # not fork: the parent runs threads
-        ours, theirs = ctx.Pipe()
-        proc = ctx.Process(
-            target=_child, args=(theirs, self._url, self._rules, self._options),
-            name="juhe-sync-callback-writer", daemon=True,
-        )  # fmt: skip
-        proc.start()
+        try:
+            ours, theirs = ctx.Pipe()
+            proc = ctx.Process(
+                target=_child, args=(theirs, self._url, self._rules, self._options),
+                name="juhe-sync-callback-writer", daemon=True,
+            )  # fmt: skip
+            proc.start()
+        except Exception as exc:  # no memory or file handles left for a new process
+            self._trouble.log(logging.ERROR, "could not start the callback writer process: %s: %s",
+                              type(exc).__name__, exc)  # fmt: skip
+            self._retry_at = time.monotonic() + self._pause
+            self._pause = min(self._pause * 2, MOST_PAUSE)
+            return
         theirs.close()
-        self._conn, self._proc, self._started = ours, proc, time.monotonic()
-        if self._retention is not None:
-            ours.send((None, "retention", self._retention))
+        self._conn, self._proc = ours, proc
         threading.Thread(target=self._read, args=(ours, proc), name="juhe-sync-callback-writer-replies",
                          daemon=True).start()  # fmt: skip
+        if self._retention is not None:
+            self._outbox.put((ours, (None, "retention", self._retention)))
 
     def set_retention(self, seconds: int | None) -> None:
         with self._lock:
             self._retention = seconds
             if self._conn is not None:
-                with contextlib.suppress(OSError, ValueError):
-                    self._conn.send((None, "retention", seconds))
+                self._outbox.put((self._conn, (None, "retention", seconds)))
 
     def submit(self, event: Event, raw: str, received_at: int) -> Future[IngestOutcome]:
         future: Future[IngestOutcome] = Future()
         number = next(self._numbers)
+        now = time.monotonic()
         with self._lock:
             if self._closed:
                 raise StorageError("the store is closed")
-            if self._conn is None:
-                if time.monotonic() - self._started < RESTART_PAUSE:
-                    raise StorageUnavailable(
-                        "The callback writer is restarting; nothing was stored, send it again", logged=True
-                    )
+            if self._conn is None and now >= self._retry_at:
                 self._start()
-            assert self._conn is not None
-            self._pending[number] = future
-            try:
-                self._conn.send((number, event, raw, received_at))
-            except (OSError, ValueError):
-                del self._pending[number]
+            conn = self._conn
+            if conn is None:
                 raise StorageUnavailable(
-                    "The callback writer stopped; nothing was stored, send it again", logged=True
-                ) from None
+                    "The callback writer is restarting; nothing was stored, send it again", logged=True
+                )
+            self._check_hung(now)
+            if len(self._pending) >= MAX_PENDING:
+                raise StorageUnavailable(
+                    "The database is falling behind; nothing was stored, try again shortly", logged=True
+                )
+            self._pending[number] = (future, now)
+        self._outbox.put((conn, (number, raw, received_at, event.key)))
         return future
 
-    def _read(self, conn: Connection, proc: multiprocessing.process.BaseProcess) -> None:
-        """Replies of one child, until its end of the pipe closes."""
+    def _check_hung(self, now: float) -> None:
+        """Kill a child that has not answered its oldest callback for far too long (the caller
+        holds the lock): its reader then fails what it had, and a new one starts."""
+        oldest = next(iter(self._pending.values()), None)
+        if oldest is None or now - oldest[1] < HUNG_AFTER * self._options.timeout or self._proc is None:
+            return
+        self._trouble.log(logging.ERROR, "the callback writer answered nothing for %.0f s; killing it",
+                          now - oldest[1])  # fmt: skip
+        with contextlib.suppress(Exception):
+            self._proc.kill()
+
+    def _send(self) -> None:
+        """The sender thread: pickling and writing to the pipe, whatever it takes, happen here."""
         while True:
+            item = self._outbox.get()
+            if item is None:
+                return
+            conn, message = item
             try:
+                conn.send(message)
+            except Exception:  # the child died (its reader fails what it had) or is stopping
+                if message[0] is not None:
+                    self._fail([message[0]])
+
+    def _read(self, conn: Connection, proc: multiprocessing.process.BaseProcess) -> None:
+        """Replies of one child, until its end of the pipe closes or a reply cannot be read."""
+        try:
+            while True:
                 message = conn.recv()
-            except (EOFError, OSError):
-                break
-            if message[0] == "batch":
-                self.record_batch(*message[1:])
-                continue
-            _, number, outcome, error = message
-            future = self._pending.pop(number, None)
-            if future is None or not future.set_running_or_notify_cancel():
-                continue  # timed out and answered 503 already: a redelivery finds it as a duplicate
-            if error is None:
-                future.set_result(outcome)
-            else:
-                future.set_exception(error)
+                self._pause = RESTART_PAUSE  # it answers: the next death starts a new count
+                if message[0] == "batch":
+                    self.record_batch(*message[1:])
+                    continue
+                _, number, outcome, error = message
+                entry = self._pending.pop(number, None)
+                if entry is None or not entry[0].set_running_or_notify_cancel():
+                    continue  # timed out and answered 503 already: a redelivery finds it as a duplicate
+                if error is None:
+                    entry[0].set_result(outcome)
+                else:
+                    entry[0].set_exception(error)
+        except (EOFError, OSError):
+            pass
+        except Exception as exc:
+            self._trouble.log(logging.ERROR, "a reply of the callback writer could not be read (%s: %s); "
+                              "restarting it", type(exc).__name__, exc)  # fmt: skip
+            with contextlib.suppress(Exception):
+                proc.kill()
         proc.join()
         with self._lock:
             if self._conn is conn:
                 self._conn = None
                 if not self._closed:
                     metrics.CALLBACK_WRITER_EXITS.inc()
-                    self._died.log(logging.ERROR, "the callback writer process exited (code %s); "
-                                   "starting another for the next callback", proc.exitcode)  # fmt: skip
-            lost = [n for n in self._pending]
-            futures = [self._pending.pop(n) for n in lost]
+                    self._trouble.log(logging.ERROR, "the callback writer process exited (code %s); starting "
+                                      "another for a later callback", proc.exitcode)  # fmt: skip
+                    self._retry_at = time.monotonic() + self._pause
+                    self._pause = min(self._pause * 2, MOST_PAUSE)
+            lost = list(self._pending)
         conn.close()
-        for future in futures:
-            if future.set_running_or_notify_cancel():
-                future.set_exception(StorageUnavailable(
+        self._fail(lost)
+
+    def _fail(self, numbers: list[int]) -> None:
+        for number in numbers:
+            entry = self._pending.pop(number, None)
+            if entry is not None and entry[0].set_running_or_notify_cancel():
+                entry[0].set_exception(StorageUnavailable(
                     "The callback writer stopped before confirming the write; send it again", logged=True
                 ))  # fmt: skip
 
@@ -271,12 +346,14 @@ class IngestProcess:
             self._closed = True
             conn, proc = self._conn, self._proc
             if conn is not None:
-                with contextlib.suppress(OSError, ValueError):
-                    conn.send((None, "stop", None))
+                self._outbox.put((conn, (None, "stop", None)))
+        self._outbox.put(None)
+        self._sender.join()
         if proc is None:
             return
-        proc.join(STOP_TIMEOUT)  # its replies are read meanwhile; the reader ends at its exit
+        wait = self._options.timeout + 5  # its last transaction, then its exit
+        proc.join(wait)  # its replies are read meanwhile; the reader ends at its exit
         if proc.is_alive():
-            log.error("the callback writer did not stop in %g s; killing it", STOP_TIMEOUT)
+            log.error("the callback writer did not stop in %g s; killing it", wait)
             proc.kill()
             proc.join()

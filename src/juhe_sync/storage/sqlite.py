@@ -226,12 +226,18 @@ class SQLiteStore(SQLStore):
 
     def _run_batch(self, jobs: list[WriteJob]) -> None:
         if self._lock is None:
-            self._transaction(jobs)
+            outcomes = self._transaction(jobs)
         else:
             with self._lock.held():
-                self._transaction(jobs)
+                outcomes = self._transaction(jobs)
+        # After the lock: answering (in a child, sending a reply per job) is no reason to keep
+        # the other writer waiting.
+        if outcomes is not None:
+            settle(outcomes)
 
-    def _transaction(self, jobs: list[WriteJob]) -> None:
+    def _transaction(self, jobs: list[WriteJob]) -> list[Outcome] | None:
+        """Run the jobs in one transaction: their outcomes once committed, or None (and every
+        job failed) if the transaction was not."""
         conn = self._wconn
         outcomes: list[Outcome] = []
         pending = self.dialect.pending
@@ -260,10 +266,10 @@ class SQLiteStore(SQLStore):
                 except sqlite3.Error:
                     log.exception("rollback failed")
             fail(jobs, StorageError("The database could not store this; nothing was stored", logged=True))
-            return
+            return None
         done = time.perf_counter()
         self.record_batch(len(jobs), done - committing, done - started)
-        settle(outcomes)
+        return outcomes
 
     # --- Store -----------------------------------------------------------------------------
 
