@@ -452,7 +452,11 @@ def run_ingest(
 def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
     """The run with the median throughput (its latencies with it: they belong together)."""
     ordered = sorted(runs, key=lambda r: r["requests_per_s"])
-    return {**ordered[len(ordered) // 2], "runs": len(runs)}
+    return {
+        **ordered[len(ordered) // 2],
+        "runs": len(runs),
+        "each_run_requests_per_s": [r["requests_per_s"] for r in runs],
+    }
 
 
 class BareServer:

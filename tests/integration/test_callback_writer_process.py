@@ -239,3 +239,22 @@ def test_a_child_that_stops_answering_is_replaced(tmp_path: Path) -> None:
         assert _pid(store) != stuck
     finally:
         store.close()
+
+
+def test_a_child_stopped_with_sigterm_commits_what_it_took_and_is_replaced(child_store: SQLStore) -> None:
+    """A supervisor's SIGTERM to the whole process group: the child commits and answers what it
+    had taken before it exits; that is a stop, not a crash."""
+    exits = metrics.CALLBACK_WRITER_EXITS._value.get()
+    first = _pid(child_store)
+    bodies = [_callback(n) for n in range(1000)]
+    futures = [_submit(child_store, body) for body in bodies]
+    futures[0].result(timeout=30)
+    os.kill(first, signal.SIGTERM)
+    wait(futures, timeout=60)
+    acknowledged = sum(f.exception() is None for f in futures)
+    assert all(isinstance(f.exception(), StorageUnavailable) for f in futures if f.exception() is not None)
+    assert _stored(child_store)[0] >= acknowledged > 0
+    assert metrics.CALLBACK_WRITER_EXITS._value.get() == exits
+    assert {_until_stored(child_store, body).status for body in bodies} <= {"stored", "duplicate"}
+    assert _pid(child_store) != first
+    assert _stored(child_store) == (1000, 1000, 1000)

@@ -323,14 +323,23 @@ class IngestProcess:
             if self._conn is conn:
                 self._conn = None
                 if not self._closed:
-                    metrics.CALLBACK_WRITER_EXITS.inc()
-                    self._trouble.log(logging.ERROR, "the callback writer process exited (code %s); starting "
-                                      "another for a later callback", proc.exitcode)  # fmt: skip
-                    self._retry_at = time.monotonic() + self._pause
-                    self._pause = min(self._pause * 2, MOST_PAUSE)
+                    self._exited(proc.exitcode)
             lost = list(self._pending)
         conn.close()
         self._fail(lost)
+
+    def _exited(self, code: int | None) -> None:
+        """Log a child's unexpected exit and pace the next start (the caller holds the lock)."""
+        if code == 0:  # stopped, not crashed: a SIGTERM to the whole process group
+            log.warning(
+                "the callback writer process was stopped (SIGTERM); another starts for a later callback"
+            )
+            return
+        metrics.CALLBACK_WRITER_EXITS.inc()
+        self._trouble.log(logging.ERROR, "the callback writer process exited (code %s); starting another "
+                          "for a later callback", code)  # fmt: skip
+        self._retry_at = time.monotonic() + self._pause
+        self._pause = min(self._pause * 2, MOST_PAUSE)
 
     def _fail(self, numbers: list[int]) -> None:
         for number in numbers:
