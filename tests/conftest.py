@@ -73,9 +73,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
-def module_database_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
+def module_database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with fresh_database(request.param, tmp_path_factory.mktemp("db")) as url:
         yield url
 
@@ -162,15 +160,7 @@ class Simulator:
     APP_KEY = "sim-key"
     APP_SECRET = "sim-secret"
 
-    def __init__(
-        self,
-        guids: list[str],
-        *,
-        contacts: int = 250,
-        rooms: int = 30,
-        seed: int = 7,
-        push_to: str | None = None,
-    ):
+    def __init__(self, guids: list[str], *, contacts: int = 250, rooms: int = 30, seed: int = 7, push_to: str | None = None):
         import uvicorn
 
         from juhe_sync.simulator.server import build_state, create_simulator
@@ -179,9 +169,7 @@ class Simulator:
                                  app_secret=self.APP_SECRET, push_to=push_to)  # fmt: skip
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            create_simulator(self.state), host="127.0.0.1", port=self.port, log_level="warning"
-        )
+        config = uvicorn.Config(create_simulator(self.state), host="127.0.0.1", port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.clients: list[Any] = []
@@ -215,9 +203,7 @@ class Simulator:
         from juhe_sync.saas.client import Credentials, SaasClient
 
         defaults: dict[str, Any] = {"timeout": 2.0, "backoff": 0.01, "max_backoff": 0.05, "rate": 0}
-        client = SaasClient(
-            self.url, lambda guid: Credentials(self.APP_KEY, self.APP_SECRET), **{**defaults, **options}
-        )
+        client = SaasClient(self.url, lambda guid: Credentials(self.APP_KEY, self.APP_SECRET), **{**defaults, **options})
         self.clients.append(client)
         return client
 

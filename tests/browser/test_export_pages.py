@@ -45,9 +45,7 @@ def test_html_export_opens_from_disk_without_network(page: object, server: Serve
     assert "exported 70 messages" in done.stderr and "(3 conversation(s))" in done.stderr
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url))
-    page.on(
-        "console", lambda m: requests.append(f"console {m.type}: {m.text}") if m.type == "error" else None
-    )
+    page.on("console", lambda m: requests.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
     page.goto(folder.joinpath("index.html").as_uri())
     names = page.locator(".export-index tbody td a").all_inner_texts()
     assert names == ["韩梅梅", "李雷", ROOM]  # newest activity first, as in the viewer
@@ -100,11 +98,7 @@ def test_a_long_conversation_is_split_into_linked_parts(page: object, server: Se
 def test_html_export_shows_the_devices_time_zone_wherever_it_is_opened(browser: object, server: Server,  # noqa: F811
                                                                       tmp_path: Path) -> None:  # fmt: skip
     folder = tmp_path / "zoned"
-    env = {
-        **os.environ,
-        "JUHE_SYNC_DATABASE_URL": server.database_url,
-        "JUHE_SYNC_TIME_ZONE": "Asia/Shanghai",
-    }
+    env = {**os.environ, "JUHE_SYNC_DATABASE_URL": server.database_url, "JUHE_SYNC_TIME_ZONE": "Asia/Shanghai"}
     done = subprocess.run([sys.executable, "-m", "juhe_sync", "export", "--guid", GUID, "--format", "html",
                            "--conversation-id", f"S:{HAN}", "--output", str(folder)],
                           env=env, capture_output=True, text=True, timeout=120)  # fmt: skip

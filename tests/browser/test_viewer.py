@@ -18,12 +18,9 @@ from tests.conftest import ACCOUNT, Server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(),
-    reason="needs Debian's chromium (apt-get install chromium); .ci/run installs it",
+    not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install chromium); .ci/run installs it"
 )
-ARTIFACTS = Path(
-    os.environ.get("JUHE_SYNC_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts")
-)
+ARTIFACTS = Path(os.environ.get("JUHE_SYNC_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
 #: As the probe of this machine starts it: no network of its own, no first-run work.
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
@@ -45,54 +42,22 @@ def _event(n: int, peer: str, t: int, content: str, *, msg_type: int = 2, room: 
 
 def _events() -> list[dict]:
     # The login tells juhe-sync which account is the device's own (so its messages are outbound).
-    events: list[dict] = [
-        {"guid": GUID, "notify_type": 11003, "data": {"user_id": ACCOUNT, "name": "客服小王"}}
-    ]
+    events: list[dict] = [{"guid": GUID, "notify_type": 11003, "data": {"user_id": ACCOUNT, "name": "客服小王"}}]
     # 李雷: 60 messages over two days, every fifth sent by the account.
     for n in range(60):
         text = "请把报价单发我" if n == 7 else f"李雷的第{n}条消息"
         events.append(_event(n, LI, T0 + n * 3000, text, name="李雷", outbound=n % 5 == 4))
     # 韩梅梅: hostile text, a file, an image, a quote, a link and something unknown.
     events += [
-        _event(
-            100,
-            HAN,
-            T0 + 200_000,
-            "<script>alert(1)</script><img src=x onerror=alert(2)> 报价",
-            name="韩梅梅",
-        ),
-        _event(
-            101,
-            HAN,
-            T0 + 200_100,
-            json.dumps({"file_name": "2024年Q2销售合同.pdf", "size": 1048576}),
-            msg_type=8,
-            name="韩梅梅",
-        ),
-        _event(
-            102,
-            HAN,
-            T0 + 200_200,
-            json.dumps({"size": 84532, "image_width": 1080, "image_height": 1920}),
-            msg_type=5,
-            name="韩梅梅",
-        ),
-        _event(
-            103,
-            HAN,
-            T0 + 200_300,
-            "好的，马上发\n第二行 https://example.com/a?b=1",
-            name="韩梅梅",
-            quote_content="请把报价单发我",
-        ),
-        _event(
-            104,
-            HAN,
-            T0 + 200_400,
-            json.dumps({"title": "产品介绍", "url": "javascript:alert(3)"}),
-            msg_type=4,
-            name="韩梅梅",
-        ),
+        _event(100, HAN, T0 + 200_000, "<script>alert(1)</script><img src=x onerror=alert(2)> 报价", name="韩梅梅"),
+        _event(101, HAN, T0 + 200_100, json.dumps({"file_name": "2024年Q2销售合同.pdf", "size": 1048576}),
+               msg_type=8, name="韩梅梅"),
+        _event(102, HAN, T0 + 200_200, json.dumps({"size": 84532, "image_width": 1080, "image_height": 1920}),
+               msg_type=5, name="韩梅梅"),
+        _event(103, HAN, T0 + 200_300, "好的，马上发\n第二行 https://example.com/a?b=1", name="韩梅梅",
+               quote_content="请把报价单发我"),
+        _event(104, HAN, T0 + 200_400, json.dumps({"title": "产品介绍", "url": "javascript:alert(3)"}),
+               msg_type=4, name="韩梅梅"),
         _event(105, HAN, T0 + 200_500, json.dumps({"what": "<b>new</b>"}), msg_type=777, name="韩梅梅"),
     ]
     events += [_event(200 + n, [LI, ZOE][n % 2], T0 + 100_000 + n, f"群消息 {n} @Zoë", room=True,
@@ -103,9 +68,7 @@ def _events() -> list[dict]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     directory = tmp_path_factory.mktemp("viewer")
-    srv = Server(
-        f"sqlite:///{directory / 'viewer.db'}", directory / "server.log", {"JUHE_SYNC_API_TOKEN": TOKEN}
-    )
+    srv = Server(f"sqlite:///{directory / 'viewer.db'}", directory / "server.log", {"JUHE_SYNC_API_TOKEN": TOKEN})
     srv.start()
     try:
         with httpx.Client(base_url=srv.url, timeout=30) as http:
@@ -222,10 +185,7 @@ def test_hostile_text_is_shown_as_text_and_every_type_is_rendered(page: object, 
     assert "1080×1920" in box  # an image card
     assert page.locator(".msg .quote").inner_text() == "请把报价单发我"
     link = page.locator("#messages a").first
-    assert (
-        link.get_attribute("href") == "https://example.com/a?b=1"
-        and link.get_attribute("rel") == "noopener noreferrer"
-    )
+    assert link.get_attribute("href") == "https://example.com/a?b=1" and link.get_attribute("rel") == "noopener noreferrer"
     assert page.locator("#messages a[href^='javascript']").count() == 0  # the link card's URL was refused
     page.click("#toggle-details")
     page.wait_for_selector("#details dl")
@@ -265,10 +225,7 @@ def test_the_page_is_locked_down(server: Server) -> None:
     assert page.headers["x-frame-options"] == "DENY"
     assert httpx.get(server.url + "/static/viewer.js", timeout=10).status_code == 200
     assert httpx.get(server.url + "/api/devices", timeout=10).status_code == 401
-    assert (
-        httpx.get(server.url + "/api/devices", cookies={"juhe_sync_token": "wrong"}, timeout=10).status_code
-        == 401
-    )
+    assert httpx.get(server.url + "/api/devices", cookies={"juhe_sync_token": "wrong"}, timeout=10).status_code == 401
     ok = httpx.get(server.url + "/api/devices", cookies={"juhe_sync_token": TOKEN}, timeout=10)
     assert ok.status_code == 200 and ok.json()["data"]["devices"][0]["guid"] == GUID
     assert ok.headers["cache-control"] == "private, no-store"
@@ -278,9 +235,7 @@ def test_the_page_is_locked_down(server: Server) -> None:
     assert basic.status_code == 200
     refused = httpx.post(server.url + "/session", json={"token": "wrong"}, timeout=10)
     assert refused.status_code == 401 and refused.json()["code"] == "UNAUTHORIZED"
-    cross = httpx.post(
-        server.url + "/session", json={"token": TOKEN}, headers={"Origin": "https://evil.example"}, timeout=10
-    )
+    cross = httpx.post(server.url + "/session", json={"token": TOKEN}, headers={"Origin": "https://evil.example"}, timeout=10)
     assert cross.status_code == 403
     # What a cross-site page can post without a preflight is refused before the token is looked at.
     plain = httpx.post(server.url + "/session", content=json.dumps({"token": TOKEN}),

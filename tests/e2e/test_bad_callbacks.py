@@ -24,17 +24,11 @@ def test_bad_callbacks_among_good_ones(server: Server) -> None:
     bodies: list[tuple[str, dict[str, Any]]] = []
     for n in range(300):
         if n % 10 == 1:
-            bodies.append(
-                ("too long", {"guid": guid, "notify_type": 11010, "data": message(n, appinfo="x" * 8192)})
-            )
+            bodies.append(("too long", {"guid": guid, "notify_type": 11010, "data": message(n, appinfo="x" * 8192)}))
         elif n % 10 == 3:
-            bodies.append(
-                ("too long", {"guid": guid, "notify_type": 11010, "data": message(n, sender="7" * 60_000)})
-            )
+            bodies.append(("too long", {"guid": guid, "notify_type": 11010, "data": message(n, sender="7" * 60_000)}))
         elif n % 10 == 5:
-            bodies.append(
-                ("huge number", {"guid": guid, "notify_type": 11010, "data": message(n, msg_type=10**30)})
-            )
+            bodies.append(("huge number", {"guid": guid, "notify_type": 11010, "data": message(n, msg_type=10**30)}))
         elif n % 10 == 7:
             batch = [message(n), message(100_000 + n, appinfo="y" * 8192)]
             bodies.append(("mixed batch", {"guid": guid, "notify_type": 11013, "data": batch}))
@@ -53,9 +47,7 @@ def test_bad_callbacks_among_good_ones(server: Server) -> None:
             assert "database" not in body["error"].lower() and "index" not in body["error"].lower()
         else:
             assert status == 200, (kind, body)
-    stored = httpx.get(server.url + "/api/sync-status", params={"guid": guid}).json()["data"][
-        "messages_count"
-    ]
+    stored = httpx.get(server.url + "/api/sync-status", params={"guid": guid}).json()["data"]["messages_count"]
     expected = sum(1 for kind, _, _ in results if kind in ("good", "huge number", "mixed batch"))
     assert stored == expected == 240
     messages, cursor = [], None

@@ -138,9 +138,7 @@ def test_around_centres_a_page_on_a_message_and_pages_both_ways(api: httpx.Clien
 def test_around_refuses_what_it_cannot_answer(api: httpx.Client) -> None:
     missing = api.get("/api/messages", params={"guid": G1, "around": "no-such-message"})
     assert missing.status_code == 404 and missing.json()["code"] == "NOT_FOUND"
-    elsewhere = api.get(
-        "/api/messages", params={"guid": G1, "around": "1900015", "conversation_id": f"R:{ROOM}"}
-    )
+    elsewhere = api.get("/api/messages", params={"guid": G1, "around": "1900015", "conversation_id": f"R:{ROOM}"})
     assert elsewhere.status_code == 404
     other_device = api.get("/api/messages", params={"guid": G2, "around": "1900015"})
     assert other_device.status_code == 404

@@ -17,12 +17,7 @@ from tests.helpers import snapshot
 def run(*args: str, database_url: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "JUHE_SYNC_DATABASE_URL": database_url, "COLUMNS": "120"}
     return subprocess.run(
-        [sys.executable, "-m", "juhe_sync", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        input=stdin,
+        [sys.executable, "-m", "juhe_sync", *args], env=env, capture_output=True, text=True, timeout=300, input=stdin
     )
 
 
@@ -78,7 +73,7 @@ def test_import_then_reimport_then_replay(database_url: str, tmp_path: Path) -> 
 def test_import_reports_bad_lines_and_keeps_going(database_url: str, tmp_path: Path) -> None:
     file = tmp_path / "mixed.jsonl"
     good = json.dumps(fixture_json("callback_11010_text_room.json"), ensure_ascii=False)
-    file.write_text(f'{good}\nnot json\n\n{{"guid": "g"}}\n', encoding="utf-8")
+    file.write_text(f"{good}\nnot json\n\n{{\"guid\": \"g\"}}\n", encoding="utf-8")
     out = run("import", str(file), database_url=database_url)
     assert out.returncode == 1
     assert "line 2: rejected" in out.stderr and "line 4: rejected" in out.stderr

@@ -41,21 +41,11 @@ def events() -> list[dict[str, Any]]:
            for n in range(40)]  # fmt: skip
     out += [
         message(G1, 100, HAN, T0 + 30_000, '=HYPERLINK("http://evil.example","点我")', name="韩梅梅"),
-        message(G1, 101, HAN, T0 + 30_100, '<b>粗体</b>\n第二行, "引号"', name="韩梅梅"),
-        message(
-            G1,
-            102,
-            HAN,
-            T0 + 30_200,
-            json.dumps({"file_name": "合同.pdf", "size": 1024}),
-            msg_type=8,
-            name="韩梅梅",
-        ),
+        message(G1, 101, HAN, T0 + 30_100, "<b>粗体</b>\n第二行, \"引号\"", name="韩梅梅"),
+        message(G1, 102, HAN, T0 + 30_200, json.dumps({"file_name": "合同.pdf", "size": 1024}), msg_type=8,
+                name="韩梅梅"),
     ]
-    out += [
-        message(G1, 200 + n, [LI, HAN][n % 2], T0 + 20_000 + n, f"群里说报价 {n}", room=True)
-        for n in range(6)
-    ]
+    out += [message(G1, 200 + n, [LI, HAN][n % 2], T0 + 20_000 + n, f"群里说报价 {n}", room=True) for n in range(6)]
     out.append(message(G2, 1, LI, T0, "另一台设备的报价"))
     return out
 
@@ -99,18 +89,14 @@ def test_export_needs_the_token_and_its_scope(api: httpx.Client, server: Server)
     refused = httpx.get(server.url + "/api/export", params={"guid": G1}, headers=scoped, timeout=10)
     assert refused.status_code == 403 and refused.json()["success"] is False
     mine = httpx.get(server.url + "/api/export", params={"guid": G2}, headers=scoped, timeout=10)
-    assert mine.status_code == 200 and [json.loads(x)["content"] for x in mine.text.splitlines()] == [
-        "另一台设备的报价"
-    ]
+    assert mine.status_code == 200 and [json.loads(x)["content"] for x in mine.text.splitlines()] == ["另一台设备的报价"]
 
 
 def test_jsonl_export_is_every_message_as_the_api_shows_it(api: httpx.Client) -> None:
     response = api.get("/api/export", params={"guid": G1})
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/x-ndjson")
-    assert response.headers["content-disposition"].startswith(
-        'attachment; filename="juhe-sync-export-device-1-'
-    )
+    assert response.headers["content-disposition"].startswith('attachment; filename="juhe-sync-export-device-1-')
     lines = [json.loads(line) for line in response.text.splitlines()]
     expected = api_messages(api, guid=G1)
     assert len(lines) == len(expected) == 49
@@ -141,8 +127,8 @@ def test_csv_export_is_spreadsheet_safe(api: httpx.Client) -> None:
     assert response.text.startswith("\ufeff")  # so that spreadsheets read UTF-8
     rows = list(csv.DictReader(io.StringIO(response.text.lstrip("\ufeff"))))
     assert [r["conversation"] for r in rows] == ["韩梅梅"] * 3
-    assert rows[0]["content"] == '\'=HYPERLINK("http://evil.example","点我")'  # not a formula
-    assert rows[1]["content"] == '<b>粗体</b>\n第二行, "引号"'
+    assert rows[0]["content"] == "'=HYPERLINK(\"http://evil.example\",\"点我\")"  # not a formula
+    assert rows[1]["content"] == "<b>粗体</b>\n第二行, \"引号\""
     assert rows[2]["type"] == "file" and rows[2]["text"] == "[文件]"
 
 
@@ -174,9 +160,7 @@ def test_export_then_import_into_an_empty_database_gives_the_same_messages(
         try:
             device = store.device(G1)
             assert device is not None and device.messages_count == 49
-            got = all_pages(
-                lambda o, n: store.messages(MessageQuery(device.id, offset=o, limit=n, ascending=True))
-            )
+            got = all_pages(lambda o, n: store.messages(MessageQuery(device.id, offset=o, limit=n, ascending=True)))
             assert got == api_messages(api, guid=G1)
             found = store.messages(MessageQuery(device.id, keyword="报价"))
             assert found.total == 20
@@ -244,9 +228,7 @@ def test_purge_and_forget_while_callbacks_stream_in(api: httpx.Client, server: S
     assert len(ids) == len(set(ids))
     status = api.get("/api/sync-status", params={"guid": G1}).json()["data"]
     assert status["messages_count"] == len(left)
-    conversations = api.get("/api/conversations", params={"guid": G1, "limit": 100}).json()["data"][
-        "conversations"
-    ]
+    conversations = api.get("/api/conversations", params={"guid": G1, "limit": 100}).json()["data"]["conversations"]
     per_conversation = {c["conversation_id"]: c["message_count"] for c in conversations}
     assert sum(per_conversation.values()) == len(left)
     for conversation, n in per_conversation.items():
@@ -283,10 +265,7 @@ def test_a_server_with_a_retention_window_stores_nothing_older(tmp_path: Path) -
 def test_commands_refuse_what_would_fail_before_doing_any_work(server: Server, tmp_path: Path) -> None:
     url = server.database_url
     cases = [
-        (
-            ("export", "--guid", G1, "--format", "csv", "-o", str(tmp_path / "missing" / "x.csv")),
-            "no such folder",
-        ),
+        (("export", "--guid", G1, "--format", "csv", "-o", str(tmp_path / "missing" / "x.csv")), "no such folder"),
         (("export", "--guid", G1, "--format", "csv", "-o", str(tmp_path)), "is a folder"),
         (("purge", "--guid", G1, "--before", "0001-01-01", "--dry-run"), "--before must be"),
         (("purge", "--guid", G1, "--before", "yesterday"), "--before must be"),
@@ -296,10 +275,7 @@ def test_commands_refuse_what_would_fail_before_doing_any_work(server: Server, t
     cases.append((("export", "--guid", G1, "--format", "html", "-o", str(tmp_path / "full")), "exists"))
     for args, message in cases:
         done = run(*args, database_url=url)
-        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, (
-            args,
-            done.stderr,
-        )
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)
     assert not list(tmp_path.glob("*.partial"))
     typo = run("forget", "--guid", G1, "--yes", database_url=f"sqlite:///{tmp_path / 'typo.db'}")
     assert typo.returncode == 2 and "no database at" in typo.stderr and not (tmp_path / "typo.db").exists()
@@ -314,18 +290,9 @@ def test_import_says_what_the_retention_window_refused(server: Server, tmp_path:
     lines = run("export", "--guid", G1, "--format", "jsonl", database_url=server.database_url).stdout
     exported.write_text("\n\n" + lines)  # blank lines first: the first line with something decides
     with fresh_database(BACKENDS[0], tmp_path) as empty:
-        env = {
-            **os.environ,
-            "JUHE_SYNC_DATABASE_URL": empty,
-            "JUHE_SYNC_RETENTION_DAYS": "30",
-            "COLUMNS": "200",
-        }
+        env = {**os.environ, "JUHE_SYNC_DATABASE_URL": empty, "JUHE_SYNC_RETENTION_DAYS": "30", "COLUMNS": "200"}
         done = subprocess.run([sys.executable, "-m", "juhe_sync", "import", str(exported)], env=env,
                               capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
     n = len(lines.splitlines())  # all from 2024: older than 30 days
-    assert (
-        n >= 40
-        and f"restored 0 messages, already there 0, older than the device keeps {n}, rejected 0"
-        in done.stderr
-    )
+    assert n >= 40 and f"restored 0 messages, already there 0, older than the device keeps {n}, rejected 0" in done.stderr

@@ -31,11 +31,7 @@ def assert_error(r: httpx.Response, status: int, code: str) -> None:
 def test_callbacks_and_every_query(client: httpx.Client) -> None:
     feed_all(client)
     feed_all(client)  # redelivery changes nothing
-    for name in (
-        "ws_callback_event_object.json",
-        "ws_callback_event_string.json",
-        "ws_callback_data_wrapper.json",
-    ):
+    for name in ("ws_callback_event_object.json", "ws_callback_event_string.json", "ws_callback_data_wrapper.json"):
         assert post(client, fixture_text(name)).json() == ACK
 
     r = client.get("/api/messages", params={"guid": GUID, "limit": 100})
@@ -45,9 +41,7 @@ def test_callbacks_and_every_query(client: httpx.Client) -> None:
     first = data["messages"][0]
     assert {"id", "conversation_id", "from", "content", "timestamp", "type"} <= set(first)
     assert {"direction", "sender_name", "revoked", "at_list", "quote_appinfo"} <= set(first)
-    assert [m["timestamp"] for m in data["messages"]] == sorted(
-        (m["timestamp"] for m in data["messages"]), reverse=True
-    )
+    assert [m["timestamp"] for m in data["messages"]] == sorted((m["timestamp"] for m in data["messages"]), reverse=True)
 
     r = client.get("/api/messages", params={"guid": GUID, "conversation_id": "S:7881300000001234"})
     msgs = r.json()["data"]["messages"]
@@ -59,56 +53,25 @@ def test_callbacks_and_every_query(client: httpx.Client) -> None:
     assert [m["id"] for m in r.json()["data"]["messages"]] == ["1067188"]
     r = client.get("/api/messages", params={"guid": GUID, "keyword": "合"})
     assert r.json()["data"]["total"] == 1
-    r = client.get(
-        "/api/messages",
-        params={
-            "guid": GUID,
-            "start_time": "2024-06-10T06:20:00Z",
-            "end_time": "2024-06-10T14:25:00+08:00",
-            "order": "asc",
-        },
-    )
+    r = client.get("/api/messages", params={"guid": GUID, "start_time": "2024-06-10T06:20:00Z",
+                                             "end_time": "2024-06-10T14:25:00+08:00", "order": "asc"})
     assert [m["timestamp"] for m in r.json()["data"]["messages"]] == [
-        "2024-06-10T06:20:20Z",
-        "2024-06-10T06:23:30Z",
-        "2024-06-10T06:25:00Z",
-    ]
-    r = client.get(
-        "/api/messages", params={"guid": GUID, "start_time": "2024-06-10", "end_time": "2024-06-10"}
-    )
+        "2024-06-10T06:20:20Z", "2024-06-10T06:23:30Z", "2024-06-10T06:25:00Z"]
+    r = client.get("/api/messages", params={"guid": GUID, "start_time": "2024-06-10", "end_time": "2024-06-10"})
     assert r.json()["data"]["total"] == 11
     r = client.get("/api/messages", params={"guid": GUID, "page": 2, "limit": 5})
     assert len(r.json()["data"]["messages"]) == 5 and r.json()["data"]["page"] == 2
 
     r = client.get("/api/contacts", params={"guid": GUID, "keyword": "张"})
-    assert r.json() == {
-        "success": True,
-        "data": {
-            "contacts": [
-                {
-                    "id": "7881300000001234",
-                    "name": "张伟",
-                    "remark": None,
-                    "avatar": None,
-                    "type": "external",
-                    "corp_id": None,
-                    "labels": [],
-                    "source": "message",
-                }
-            ],
-            "total": 1,
-            "page": 1,
-            "limit": 20,
-            "next_cursor": None,
-        },
-    }
+    assert r.json() == {"success": True, "data": {"contacts": [
+        {"id": "7881300000001234", "name": "张伟", "remark": None, "avatar": None, "type": "external",
+         "corp_id": None, "labels": [], "source": "message"}],
+        "total": 1, "page": 1, "limit": 20, "next_cursor": None}}
     assert client.get("/api/contacts", params={"guid": GUID}).json()["data"]["total"] == 4
 
     r = client.get("/api/rooms", params={"guid": GUID, "limit": 1})
     data = r.json()["data"]
-    assert data["rooms"] == [
-        {"id": "R:10696052788813579", "name": None, "owner": None, "member_count": None, "avatar": None}
-    ]
+    assert data["rooms"] == [{"id": "R:10696052788813579", "name": None, "owner": None, "member_count": None, "avatar": None}]
     assert (data["total"], data["page"], data["limit"]) == (2, 1, 1) and data["next_cursor"]
     r = client.get("/api/rooms", params={"guid": GUID, "limit": 1, "cursor": data["next_cursor"]})
     assert [room["id"] for room in r.json()["data"]["rooms"]] == ["R:10772491266604821"]
@@ -142,12 +105,7 @@ def test_unknown_device_lists_are_empty(client: httpx.Client) -> None:
         ("/api/messages", {"guid": GUID, "conversation_id": "X:1"}, 400, "INVALID_PARAMS"),
         ("/api/messages", {"guid": GUID, "start_time": "yesterday"}, 400, "INVALID_PARAMS"),
         ("/api/messages", {"guid": GUID, "end_time": "2024-02-30"}, 400, "INVALID_PARAMS"),
-        (
-            "/api/messages",
-            {"guid": GUID, "start_time": "2024-06-11", "end_time": "2024-06-10"},
-            400,
-            "INVALID_PARAMS",
-        ),
+        ("/api/messages", {"guid": GUID, "start_time": "2024-06-11", "end_time": "2024-06-10"}, 400, "INVALID_PARAMS"),
         ("/api/messages", {"guid": GUID, "order": "sideways"}, 400, "INVALID_PARAMS"),
         ("/api/contacts", {"guid": GUID, "keyword": "a\x00b"}, 400, "INVALID_PARAMS"),
         ("/api/messages", {"guid": GUID, "keyword": "\x00"}, 400, "INVALID_PARAMS"),
@@ -201,15 +159,11 @@ def test_unknown_notify_types_are_accepted(client: httpx.Client) -> None:
 
 
 def test_big_room_ids_stay_exact(client: httpx.Client) -> None:
-    text = fixture_text("callback_11010_text_room.json").replace(
-        '"roomid": "10696052788813579"', '"roomid": 10696052799990001'
-    )
+    text = fixture_text("callback_11010_text_room.json").replace('"roomid": "10696052788813579"', '"roomid": 10696052799990001')
     text = text.replace(GUID, "big-id-device")
     assert post(client, text).json() == ACK
     rooms = client.get("/api/rooms", params={"guid": "big-id-device"}).json()["data"]["rooms"]
-    assert rooms == [
-        {"id": "R:10696052799990001", "name": None, "owner": None, "member_count": None, "avatar": None}
-    ]
+    assert rooms == [{"id": "R:10696052799990001", "name": None, "owner": None, "member_count": None, "avatar": None}]
 
 
 def test_openapi_documents_the_error_body(client: httpx.Client) -> None:
@@ -220,9 +174,7 @@ def test_openapi_documents_the_error_body(client: httpx.Client) -> None:
     for path in doc["paths"].values():
         for op in path.values():
             assert "422" not in op["responses"]
-            assert op["responses"]["400"]["content"]["application/json"]["schema"] == {
-                "$ref": "#/components/schemas/ErrorBody"
-            }
+            assert op["responses"]["400"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
     assert "404" in doc["paths"]["/api/sync-status"]["get"]["responses"]
     assert client.get("/docs").status_code == 200
 

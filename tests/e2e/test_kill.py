@@ -37,9 +37,7 @@ def stored_appinfos(url: str) -> list[str]:
     page = 1
     with httpx.Client(base_url=url, timeout=30) as c:
         while True:
-            data = c.get("/api/messages", params={"guid": KILL_GUID, "page": page, "limit": 100}).json()[
-                "data"
-            ]
+            data = c.get("/api/messages", params={"guid": KILL_GUID, "page": page, "limit": 100}).json()["data"]
             out += [m["appinfo"] for m in data["messages"]]
             if page * 100 >= data["total"]:
                 return out
@@ -100,8 +98,6 @@ def test_sigkill_loses_no_acknowledged_callback(database_url: str, tmp_path: Pat
         final = stored_appinfos(server.url)
         assert sorted(final) == sorted(possible)
         assert status["messages_count"] == len(possible)
-        print(
-            f"acked {len(acked)} events before SIGKILL; {len(stored)} messages found after restart, none lost"
-        )
+        print(f"acked {len(acked)} events before SIGKILL; {len(stored)} messages found after restart, none lost")
     finally:
         server.stop()

@@ -90,9 +90,7 @@ def handle(server: Server, bodies: list[bytes]) -> tuple[float, float]:
     statuses: list[int] = []
 
     def post(body: bytes) -> None:
-        r = httpx.post(
-            server.url + "/callback", content=body, headers={"Content-Type": "application/json"}, timeout=300
-        )
+        r = httpx.post(server.url + "/callback", content=body, headers={"Content-Type": "application/json"}, timeout=300)
         statuses.append(r.status_code)
 
     poller = threading.Thread(target=poll)
@@ -112,29 +110,21 @@ def handle(server: Server, bodies: list[bytes]) -> tuple[float, float]:
 def test_a_batch_at_the_body_limit(large_server: Server) -> None:
     body = batch_body("large-batch-device", LIMIT)
     grown, slowest = handle(large_server, [body])
-    print(
-        f"batch of {len(body)} bytes: RSS +{grown / len(body):.1f}x, slowest /healthz {slowest * 1000:.0f} ms"
-    )
+    print(f"batch of {len(body)} bytes: RSS +{grown / len(body):.1f}x, slowest /healthz {slowest * 1000:.0f} ms")
     assert grown <= MEMORY_FACTOR * len(body)
     assert slowest < LATENCY
-    data = httpx.get(large_server.url + "/api/sync-status", params={"guid": "large-batch-device"}).json()[
-        "data"
-    ]
+    data = httpx.get(large_server.url + "/api/sync-status", params={"guid": "large-batch-device"}).json()["data"]
     assert data["messages_count"] == len(json.loads(body)["data"])
 
 
 def test_one_huge_text_message(large_server: Server) -> None:
     body = text_body("large-text-device", LIMIT)
     grown, slowest = handle(large_server, [body])
-    print(
-        f"text of {len(body)} bytes: RSS +{grown / len(body):.1f}x, slowest /healthz {slowest * 1000:.0f} ms"
-    )
+    print(f"text of {len(body)} bytes: RSS +{grown / len(body):.1f}x, slowest /healthz {slowest * 1000:.0f} ms")
     assert grown <= MEMORY_FACTOR * len(body)
     assert slowest < LATENCY
     # Stored whole; its beginning is searchable.
-    page = httpx.get(
-        large_server.url + "/api/messages", params={"guid": "large-text-device", "keyword": "价单报"}
-    ).json()
+    page = httpx.get(large_server.url + "/api/messages", params={"guid": "large-text-device", "keyword": "价单报"}).json()
     assert page["data"]["total"] == 1
     assert len(page["data"]["messages"][0]["content"]) == len(json.loads(body)["data"]["content"])
 
@@ -144,9 +134,7 @@ def test_concurrent_large_callbacks_do_not_add_up(large_server: Server) -> None:
     too_large = httpx.post(large_server.url + "/callback", content=bodies[0] + b" " * 4096)
     assert too_large.status_code == 413
     grown, slowest = handle(large_server, bodies)
-    print(
-        f"4 batches at once: RSS +{grown / len(bodies[0]):.1f}x one body, slowest /healthz {slowest * 1000:.0f} ms"
-    )
+    print(f"4 batches at once: RSS +{grown / len(bodies[0]):.1f}x one body, slowest /healthz {slowest * 1000:.0f} ms")
     # Handled one at a time, so four cost well under four times one (before: 2.2 GB for four of
     # 16 MiB, 34x their total size). What remains above one body's cost is allocator fragmentation.
     assert grown <= 3 * MEMORY_FACTOR * len(bodies[0])

@@ -12,23 +12,12 @@ from tests.conftest import Server
 
 
 def test_json_logs_and_request_ids(tmp_path: Path) -> None:
-    env = {
-        "JUHE_SYNC_LOG_FORMAT": "json",
-        "JUHE_SYNC_LOG_LEVEL": "info",
-        "JUHE_SYNC_CALLBACK_TOKEN": "cb-secret-1234",
-    }
+    env = {"JUHE_SYNC_LOG_FORMAT": "json", "JUHE_SYNC_LOG_LEVEL": "info", "JUHE_SYNC_CALLBACK_TOKEN": "cb-secret-1234"}
     server = Server(f"sqlite:///{tmp_path / 'logs.db'}", tmp_path / "server.log", env).start()
     try:
         mine = httpx.get(server.url + "/healthz", headers={"X-Request-ID": "from-nginx.42"})
         assert mine.headers["x-request-id"] == "from-nginx.42"
-        assert (
-            len(
-                httpx.get(server.url + "/healthz", headers={"X-Request-ID": "bad id!"}).headers[
-                    "x-request-id"
-                ]
-            )
-            == 32
-        )
+        assert len(httpx.get(server.url + "/healthz", headers={"X-Request-ID": "bad id!"}).headers["x-request-id"]) == 32
         # A batch with items that are not messages logs a warning inside the request.
         batch = {"guid": "log-device", "notify_type": 11013, "data": [1, 2]}
         r = httpx.post(server.url + "/callback", params={"token": "cb-secret-1234"}, json=batch)

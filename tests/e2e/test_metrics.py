@@ -40,9 +40,7 @@ def test_metrics_count_every_callback_outcome_and_need_an_admin_token(protected:
     auth = {"Authorization": f"Bearer {OPERATOR}"}
     with httpx.Client(base_url=url, timeout=30) as http:
         assert http.get("/metrics").status_code == 401
-        scoped = http.post("/api/tokens", json={"name": "crm", "guids": [GUID]}, headers=auth).json()["data"][
-            "token"
-        ]
+        scoped = http.post("/api/tokens", json={"name": "crm", "guids": [GUID]}, headers=auth).json()["data"]["token"]
         refused = http.get("/metrics", headers={"Authorization": f"Bearer {scoped}"})
         assert refused.status_code == 403 and refused.json()["code"] == "FORBIDDEN"
 
@@ -63,10 +61,7 @@ def test_metrics_count_every_callback_outcome_and_need_an_admin_token(protected:
     assert sample(samples, "juhe_sync_callbacks_total", source="callback", result="failed") == 0
     assert sample(samples, "juhe_sync_messages_stored_total", source="callback") == 20
     # Latency per route template, those the edge refused included; never a raw path.
-    assert (
-        sample(samples, "juhe_sync_http_request_duration_seconds_count", route="/callback", method="POST")
-        == 28
-    )
+    assert sample(samples, "juhe_sync_http_request_duration_seconds_count", route="/callback", method="POST") == 28
     members = "/api/rooms/{room_id}/members"
     assert sample(samples, "juhe_sync_http_requests_total", route=members, method="GET", status="404") == 1
     assert sample(samples, "juhe_sync_http_requests_total", route=members, method="GET", status="401") == 1
@@ -74,9 +69,7 @@ def test_metrics_count_every_callback_outcome_and_need_an_admin_token(protected:
     # Group commit: every stored callback went through a write transaction that was timed.
     assert sample(samples, "juhe_sync_write_batch_jobs_count") >= 1
     assert sample(samples, "juhe_sync_write_batch_jobs_sum") >= 25
-    assert sample(samples, "juhe_sync_write_commit_seconds_count") == sample(
-        samples, "juhe_sync_write_batch_jobs_count"
-    )
+    assert sample(samples, "juhe_sync_write_commit_seconds_count") == sample(samples, "juhe_sync_write_batch_jobs_count")
     assert ("juhe_sync_write_queue_depth", frozenset({("writer", "0")})) in samples
     assert sample(samples, "juhe_sync_storage_up") == 1
     assert sample(samples, "juhe_sync_journal_failed_events") == 0
@@ -99,15 +92,7 @@ def test_several_workers_report_one_sum(backend: str, tmp_path: Path) -> None:
             for _ in range(12):
                 samples = scrape(server.url)
                 seen.add(sample(samples, "juhe_sync_callbacks_total", source="callback", result="stored"))
-                assert (
-                    sample(
-                        samples,
-                        "juhe_sync_http_request_duration_seconds_count",
-                        route="/callback",
-                        method="POST",
-                    )
-                    == 300
-                )
+                assert sample(samples, "juhe_sync_http_request_duration_seconds_count", route="/callback", method="POST") == 300
             assert seen == {300}
         finally:
             server.stop()
@@ -123,7 +108,6 @@ def test_the_grafana_dashboard_uses_only_metrics_that_exist(tmp_path: Path) -> N
             text = httpx.get(server.url + "/metrics", timeout=10).text
         finally:
             server.stop()
-
     def family(name: str) -> str:
         return re.sub(r"_(total|bucket|sum|count)$", "", name)
 

@@ -42,9 +42,7 @@ def generated_events(count: int, rng: random.Random) -> tuple[list[str], dict[st
             for g in GUIDS:
                 batch = [it for gg, it in pending if gg == g]
                 if batch:
-                    events.append(
-                        json.dumps({"guid": g, "notify_type": 11013, "data": batch}, ensure_ascii=False)
-                    )
+                    events.append(json.dumps({"guid": g, "notify_type": 11013, "data": batch}, ensure_ascii=False))
             pending = []
     return events, expected
 
@@ -67,10 +65,7 @@ def test_three_processes_exactly_once(backend: str, tmp_path: Path) -> None:
                     deliveries.append((target, text))
             rng.shuffle(deliveries)
 
-            clients = [
-                httpx.Client(base_url=s.url, timeout=60, limits=httpx.Limits(max_connections=32))
-                for s in servers
-            ]
+            clients = [httpx.Client(base_url=s.url, timeout=60, limits=httpx.Limits(max_connections=32)) for s in servers]
 
             def deliver(job: tuple[int, str]) -> int:
                 target, text = job
@@ -85,29 +80,21 @@ def test_three_processes_exactly_once(backend: str, tmp_path: Path) -> None:
                 stored: list[str] = []
                 page = 1
                 while True:
-                    r = clients[page % 3].get(
-                        "/api/messages", params={"guid": guid, "page": page, "limit": 100}
-                    )
+                    r = clients[page % 3].get("/api/messages", params={"guid": guid, "page": page, "limit": 100})
                     data = r.json()["data"]
                     stored += [m["appinfo"] for m in data["messages"]]
                     if page * 100 >= data["total"]:
                         break
                     page += 1
                 assert len(stored) == len(set(stored)), f"{guid}: a message stored twice"
-                want = expected[guid] | (
-                    {m for m in stored if not m.startswith("MP-")} if guid == GUID else set()
-                )
+                want = expected[guid] | ({m for m in stored if not m.startswith("MP-")} if guid == GUID else set())
                 assert set(stored) == want
                 if guid == GUID:
                     assert len(want - expected[guid]) == fixture_messages
                 status = clients[0].get("/api/sync-status", params={"guid": guid}).json()["data"]
                 assert status["messages_count"] == len(stored)
-                contacts = (
-                    clients[1].get("/api/contacts", params={"guid": guid, "limit": 1}).json()["data"]["total"]
-                )
-                rooms = (
-                    clients[2].get("/api/rooms", params={"guid": guid, "limit": 1}).json()["data"]["total"]
-                )
+                contacts = clients[1].get("/api/contacts", params={"guid": guid, "limit": 1}).json()["data"]["total"]
+                rooms = clients[2].get("/api/rooms", params={"guid": guid, "limit": 1}).json()["data"]["total"]
                 assert status["contacts_count"] == contacts and status["rooms_count"] == rooms
         finally:
             for c in locals().get("clients", []):

@@ -14,9 +14,7 @@ from tests.conftest import BACKENDS, SIM_GUID, Server, Simulator, fresh_database
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
-def stack(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Server, Simulator]]:
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Simulator]]:
     sim = Simulator([SIM_GUID, "sim-device-2"], contacts=180, rooms=24).start()
     with fresh_database(request.param, tmp_path_factory.mktemp("db")) as url:
         env = {
@@ -69,18 +67,11 @@ def api_state(server: Server, guid: str) -> dict[str, Any]:
     rooms = {}
     for room in walk("/api/rooms", "rooms"):
         members = walk(f"/api/rooms/{room['id']}/members", "members")
-        rooms[room["id"][2:]] = {
-            "name": room["name"],
-            "owner": room["owner"],
-            "members": sorted(m["id"] for m in members),
-        }
+        rooms[room["id"][2:]] = {"name": room["name"], "owner": room["owner"], "members": sorted(m["id"] for m in members)}
     status = get(server, "/api/sync-status", guid=guid).json()["data"]
     return {
         "account": (status["account"] or {}).get("id"),
-        "contacts": {
-            c["id"]: {"name": c["name"], "remark": c["remark"] or ""}
-            for c in walk("/api/contacts", "contacts")
-        },
+        "contacts": {c["id"]: {"name": c["name"], "remark": c["remark"] or ""} for c in walk("/api/contacts", "contacts")},
         "rooms": rooms,
     }
 
@@ -88,10 +79,7 @@ def api_state(server: Server, guid: str) -> dict[str, Any]:
 def test_post_sync_fills_the_api(stack: tuple[Server, Simulator]) -> None:
     server, sim = stack
     r = httpx.post(server.url + "/api/sync", params={"guid": SIM_GUID, "full": "true"}, timeout=30)
-    assert r.status_code == 202 and r.json() == {
-        "success": True,
-        "data": {"guid": SIM_GUID, "full": True, "queued": True},
-    }
+    assert r.status_code == 202 and r.json() == {"success": True, "data": {"guid": SIM_GUID, "full": True, "queued": True}}
     status = wait_idle(server, SIM_GUID)
     assert status["status"] == "idle" and status["last_sync_time"]
     assert status["sync"]["contacts"]["done"] >= 180 and status["sync"]["rooms"]["total"] == 16
@@ -105,15 +93,8 @@ def test_callbacks_trigger_the_right_pulls(stack: tuple[Server, Simulator]) -> N
     server, sim = stack
     guid = "sim-device-2"
     # 11003 login: a full sync, the account from the callback itself.
-    login = {
-        "guid": guid,
-        "notify_type": 11003,
-        "data": {"user_id": sim.state.devices[guid].account, "name": "x"},
-    }
-    assert (
-        httpx.post(server.url + "/callback?token=sim-callback-secret", json=login, timeout=30).status_code
-        == 200
-    )
+    login = {"guid": guid, "notify_type": 11003, "data": {"user_id": sim.state.devices[guid].account, "name": "x"}}
+    assert httpx.post(server.url + "/callback?token=sim-callback-secret", json=login, timeout=30).status_code == 200
     wait_idle(server, guid)  # the sync is queued before the callback is answered: no race
     assert api_state(server, guid) == sim.truth(guid)
     # Upstream changes arrive as 2131 / 2118 / 1002 / 1003 callbacks (pushed by the simulator).
@@ -127,14 +108,7 @@ def test_callbacks_trigger_the_right_pulls(stack: tuple[Server, Simulator]) -> N
     status = get(server, "/api/sync-status", guid=guid).json()["data"]
     assert set(status["sync"]) >= {"contacts", "rooms", "room_changes"}
     # Logout: offline, whatever the pulls say.
-    assert (
-        httpx.post(
-            server.url + "/callback?token=sim-callback-secret",
-            json={"guid": guid, "notify_type": 11004, "data": {}},
-            timeout=30,
-        ).status_code
-        == 200
-    )
+    assert httpx.post(server.url + "/callback?token=sim-callback-secret", json={"guid": guid, "notify_type": 11004, "data": {}}, timeout=30).status_code == 200
     assert get(server, "/api/sync-status", guid=guid).json()["data"]["status"] == "offline"
 
 
@@ -209,9 +183,7 @@ def test_a_sync_killed_with_its_server_resumes_after_restart(database: str, tmp_
         pages_before = sim.state.calls["/contact/sync_contact"]
         server.start()
         deadline = time.monotonic() + 30
-        while (status := get(server, "/api/sync-status", guid="kill-device").json()["data"])["sync"][
-            "contacts"
-        ]["status"] != "interrupted":
+        while (status := get(server, "/api/sync-status", guid="kill-device").json()["data"])["sync"]["contacts"]["status"] != "interrupted":
             assert time.monotonic() < deadline, "the dead process's lease did not lapse"
             time.sleep(0.1)
         committed = status["sync"]["contacts"]["done"]
@@ -258,9 +230,7 @@ def test_pulls_only_for_configured_or_verified_devices(tmp_path: Path) -> None:
         wait_idle(server, SIM_GUID)
         assert get(server, "/api/sync-status", guid=unconfigured).json()["data"]["sync"] == {}
         # The operator may still sync it by hand.
-        assert (
-            httpx.post(server.url + "/api/sync", params={"guid": unconfigured}, timeout=30).status_code == 202
-        )
+        assert httpx.post(server.url + "/api/sync", params={"guid": unconfigured}, timeout=30).status_code == 202
         assert wait_idle(server, unconfigured)["sync"]["contacts"]["status"] == "idle"
     finally:
         server.stop()

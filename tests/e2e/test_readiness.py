@@ -43,8 +43,7 @@ def test_readyz_follows_the_database_and_healthz_stays_live(tmp_path: Path) -> N
                 deadline = back + 30
                 while (
                     httpx.get(server.url + "/readyz", timeout=10).status_code != 200
-                    or httpx.get(server.url + "/api/rooms", params={"guid": "x"}, timeout=30).status_code
-                    != 200
+                    or httpx.get(server.url + "/api/rooms", params={"guid": "x"}, timeout=30).status_code != 200
                 ):
                     assert time.monotonic() < deadline, "not ready again after the database came back"
                     time.sleep(0.2)

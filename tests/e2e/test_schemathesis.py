@@ -16,7 +16,9 @@ import pytest
 
 from tests.conftest import Server
 
-CHECKS = "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance,ignored_auth"
+CHECKS = (
+    "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance,ignored_auth"
+)
 API_TOKEN = "schemathesis-api-token"
 CALLBACK_TOKEN = "schemathesis-callback-token"
 

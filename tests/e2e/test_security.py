@@ -78,12 +78,7 @@ def test_every_route_but_healthz_needs_the_token(guarded: Server) -> None:
         assert c.get("/healthz").status_code == 200
         for path in ("/api/contacts?guid=x", "/api/messages?guid=x", "/api/rooms?guid=x", "/api/sync-status?guid=x",
                      "/api/rooms/R:1/members?guid=x", "/api/tokens", "/openapi.json", "/docs", "/no-such-page"):  # fmt: skip
-            for headers in (
-                {},
-                bearer("wrong"),
-                {"Authorization": OPERATOR},
-                {"Authorization": "Basic b3A6b3A="},
-            ):
+            for headers in ({}, bearer("wrong"), {"Authorization": OPERATOR}, {"Authorization": "Basic b3A6b3A="}):
                 r = c.get(path, headers=headers)
                 assert r.status_code == 401, (path, headers, r.text)
                 assert r.headers["www-authenticate"] == "Bearer"
@@ -102,10 +97,7 @@ def test_scoped_tokens_admin_routes_and_revocation(guarded: Server) -> None:
         assert made.json()["data"]["guids"] == [GUID] and made.json()["data"]["admin"] is False
         assert c.post("/api/tokens", json={"name": "crm"}).status_code == 409
         # An admin limited to some devices could mint itself an unlimited token: refused.
-        assert (
-            error_of(c.post("/api/tokens", json={"name": "admin-a", "guids": [GUID], "admin": True}))
-            == "INVALID_PARAMS"
-        )
+        assert error_of(c.post("/api/tokens", json={"name": "admin-a", "guids": [GUID], "admin": True})) == "INVALID_PARAMS"
         assert error_of(c.post("/api/tokens", json={"name": "bad name!"})) == "INVALID_PARAMS"
         admin = c.post("/api/tokens", json={"name": "ops", "admin": True}).json()["data"]["token"]
 
@@ -129,9 +121,7 @@ def test_scoped_tokens_admin_routes_and_revocation(guarded: Server) -> None:
         by_name = {t["name"]: t for t in listed}
         assert by_name["crm"]["last_used_at"] is not None and "token" not in by_name["crm"]
         assert crm not in json.dumps(listed)
-        assert (
-            c.post("/api/sync", params={"guid": GUID}, headers=bearer(admin)).status_code == 409
-        )  # no SaaS keys
+        assert c.post("/api/sync", params={"guid": GUID}, headers=bearer(admin)).status_code == 409  # no SaaS keys
 
         assert c.delete("/api/tokens/crm", headers=bearer(admin)).status_code == 200
         assert c.delete("/api/tokens/crm", headers=bearer(admin)).status_code == 404
@@ -157,18 +147,13 @@ def test_cli_tokens_work_on_a_running_server(guarded: Server) -> None:
     assert cli("revoke", "reporting").returncode == 0
     assert cli("revoke", "reporting").returncode == 2
     deadline = time.monotonic() + 10
-    while (
-        httpx.get(guarded.url + "/api/messages", params={"guid": OTHER}, headers=bearer(token)).status_code
-        != 401
-    ):
+    while httpx.get(guarded.url + "/api/messages", params={"guid": OTHER}, headers=bearer(token)).status_code != 401:
         assert time.monotonic() < deadline, "a revoked token still works"
         time.sleep(0.2)
     # Only the hash is stored.
     store = open_store(guarded.database_url)
     try:
-        dump = json.dumps(
-            [str(row) for row in store.read(lambda c: c.execute("SELECT * FROM api_tokens").fetchall())]
-        )
+        dump = json.dumps([str(row) for row in store.read(lambda c: c.execute("SELECT * FROM api_tokens").fetchall())])
     finally:
         store.close()
     assert token not in dump
@@ -197,14 +182,10 @@ def test_a_device_with_its_own_secret_needs_that_one(guarded: Server) -> None:
     body = message(SECRET_DEVICE, 2)
     assert httpx.post(guarded.url + "/callback", params={"token": CALLBACK}, json=body).status_code == 401
     assert journal_size(guarded, SECRET_DEVICE) == 0
-    assert (
-        httpx.post(guarded.url + "/callback", params={"token": DEVICE_SECRET}, json=body).status_code == 200
-    )
+    assert httpx.post(guarded.url + "/callback", params={"token": DEVICE_SECRET}, json=body).status_code == 200
     # ... and that secret is no good for any other device.
     other = message("not-the-secret-device", 3)
-    assert (
-        httpx.post(guarded.url + "/callback", params={"token": DEVICE_SECRET}, json=other).status_code == 401
-    )
+    assert httpx.post(guarded.url + "/callback", params={"token": DEVICE_SECRET}, json=other).status_code == 401
 
 
 # --- browsers: Host, cross-site, redirects ---------------------------------------------------
@@ -218,10 +199,7 @@ def test_host_header_must_be_allowed(server: Server) -> None:
         r = httpx.post(server.url + "/callback", json=message(GUID, 9), headers={"Host": host})
         assert r.status_code == 400, host
     for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "LOCALHOST"):
-        assert (
-            httpx.get(server.url + "/api/rooms", params={"guid": GUID}, headers={"Host": host}).status_code
-            == 200
-        )
+        assert httpx.get(server.url + "/api/rooms", params={"guid": GUID}, headers={"Host": host}).status_code == 200
     # Liveness probes come with whatever Host the prober uses.
     assert httpx.get(server.url + "/healthz", headers={"Host": "10.1.2.3:8070"}).status_code == 200
 
@@ -231,11 +209,8 @@ def test_allowed_hosts_setting(tmp_path: Path) -> None:
     env = {"JUHE_SYNC_ALLOWED_HOSTS": "sync.example.com, *.internal.example"}
     server = Server(url, tmp_path / "server.log", env).start()
     try:
-
         def status(host: str) -> int:
-            return httpx.get(
-                server.url + "/api/rooms", params={"guid": GUID}, headers={"Host": host}
-            ).status_code
+            return httpx.get(server.url + "/api/rooms", params={"guid": GUID}, headers={"Host": host}).status_code
 
         assert status("sync.example.com") == 200
         assert status("sync.example.com:443") == 200
@@ -258,25 +233,14 @@ def test_cross_site_writes_are_refused(server: Server) -> None:
         assert journal_size(server, "xsite-device") == before == 0
         assert httpx.post(server.url + "/api/sync", params={"guid": GUID}, headers=headers).status_code == 403
     # Reads, same-origin pages and servers (no Origin) go through.
-    assert (
-        httpx.get(
-            server.url + "/api/rooms", params={"guid": GUID}, headers={"Origin": "http://evil.example"}
-        ).status_code
-        == 200
-    )
-    same = httpx.post(
-        server.url + "/callback",
-        json=message("xsite-device", 2),
-        headers={"Origin": f"http://{here}", "Sec-Fetch-Site": "same-origin"},
-    )
+    assert httpx.get(server.url + "/api/rooms", params={"guid": GUID}, headers={"Origin": "http://evil.example"}).status_code == 200
+    same = httpx.post(server.url + "/callback", json=message("xsite-device", 2), headers={"Origin": f"http://{here}", "Sec-Fetch-Site": "same-origin"})
     assert same.status_code == 200
     assert httpx.post(server.url + "/callback", json=message("xsite-device", 3)).status_code == 200
 
 
 def test_no_slash_redirects(server: Server) -> None:
-    r = httpx.post(
-        server.url + "/callback/", json=message(GUID, 1), headers={"Host": f"localhost:{server.port}"}
-    )
+    r = httpx.post(server.url + "/callback/", json=message(GUID, 1), headers={"Host": f"localhost:{server.port}"})
     assert r.status_code == 404 and "location" not in r.headers and error_of(r) == "NOT_FOUND"
     r = httpx.get(server.url + "/api/rooms/", params={"guid": GUID})
     assert r.status_code == 404 and "location" not in r.headers
@@ -327,12 +291,7 @@ def test_contacts_keyword_folds_case_for_every_alphabet(client: httpx.Client) ->
         assert client.post("/callback", json=body).status_code == 200
     for keyword, expected in (("ärger", "ÄRGER Müller"), ("MÜLLER", "ÄRGER Müller"), ("σοφια", "Ωmega ΣΟΦΙΑ"),
                               ("PLAIN", "plain ascii"), ("%", None), ("_", None)):  # fmt: skip
-        names = [
-            c["name"]
-            for c in client.get("/api/contacts", params={"guid": guid, "keyword": keyword}).json()["data"][
-                "contacts"
-            ]
-        ]
+        names = [c["name"] for c in client.get("/api/contacts", params={"guid": guid, "keyword": keyword}).json()["data"]["contacts"]]
         assert names == ([expected] if expected else []), (keyword, names)
 
 
@@ -388,11 +347,7 @@ def test_oversized_headers_get_431(strict: Server) -> None:
         except (BrokenPipeError, ConnectionResetError):
             pass
         assert sent < 10 * 1024 * 1024
-    many = (
-        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n"
-        + b"".join(b"X-%d: 1\r\n" % i for i in range(2000))
-        + b"\r\n"
-    )
+    many = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(2000)) + b"\r\n"
     assert status_and_body(raw_exchange(strict.port, many))[0] == 431
     assert httpx.get(strict.url + "/healthz").status_code == 200
 
@@ -435,9 +390,7 @@ def test_connections_are_capped(strict: Server) -> None:
     idle = [socket.create_connection(("127.0.0.1", strict.port)) for _ in range(30)]
     try:
         time.sleep(0.2)
-        status, body = status_and_body(
-            raw_exchange(strict.port, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        )
+        status, body = status_and_body(raw_exchange(strict.port, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"))
         assert status == 503 and body["code"] == "SERVICE_UNAVAILABLE"
     finally:
         for sock in idle:
@@ -456,15 +409,8 @@ def test_connections_are_capped(strict: Server) -> None:
 # --- starting, secrets -----------------------------------------------------------------------
 
 
-def serve(
-    tmp_path: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 30
-) -> subprocess.CompletedProcess[str]:
-    full = {
-        **os.environ,
-        "JUHE_SYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'start.db'}",
-        "JUHE_SYNC_PORT": str(free_port()),
-        **(env or {}),
-    }
+def serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, "JUHE_SYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'start.db'}", "JUHE_SYNC_PORT": str(free_port()), **(env or {})}
     for name in ("JUHE_SYNC_API_TOKEN", "JUHE_SYNC_CALLBACK_TOKEN", "JUHE_SYNC_INSECURE"):
         if env is None or name not in env:
             full.pop(name, None)
@@ -477,11 +423,7 @@ def test_refuses_a_public_address_without_tokens(tmp_path: Path) -> None:
     assert refused.returncode == 2
     lines = [line for line in refused.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, refused.stderr
-    assert (
-        "JUHE_SYNC_API_TOKEN" in lines[0]
-        and "JUHE_SYNC_CALLBACK_TOKEN" in lines[0]
-        and "--insecure" in lines[0]
-    )
+    assert "JUHE_SYNC_API_TOKEN" in lines[0] and "JUHE_SYNC_CALLBACK_TOKEN" in lines[0] and "--insecure" in lines[0]
     assert serve(tmp_path, env={"JUHE_SYNC_HOST": "::"}).returncode == 2
     # One token is not enough: without the API token anyone could read everything (and make an
     # admin token); without the callback secret anyone could write.
@@ -537,14 +479,8 @@ def test_database_password_is_never_printed(tmp_path: Path) -> None:
     url = PG_URL.replace("postgresql://postgres@", f"postgresql://postgres:{password}@")
     assert password in url
     env = {**os.environ, "JUHE_SYNC_DATABASE_URL": url}
-    migrate = subprocess.run(
-        [sys.executable, "-m", "juhe_sync", "migrate"], env=env, capture_output=True, text=True, timeout=60
-    )
-    assert (
-        migrate.returncode == 0
-        and password not in migrate.stdout + migrate.stderr
-        and "***" in migrate.stderr
-    )
+    migrate = subprocess.run([sys.executable, "-m", "juhe_sync", "migrate"], env=env, capture_output=True, text=True, timeout=60)
+    assert migrate.returncode == 0 and password not in migrate.stdout + migrate.stderr and "***" in migrate.stderr
     bad = url.replace(":5432/", ":1/")
     failed = subprocess.run([sys.executable, "-m", "juhe_sync", "migrate", "--database-url", bad], env=env,
                             capture_output=True, text=True, timeout=60)  # fmt: skip
@@ -564,11 +500,7 @@ def test_secrets_in_settings_never_reach_the_log(tmp_path: Path) -> None:
            "JUHE_SYNC_SAAS_BASE_URL": "http://127.0.0.1:9", "JUHE_SYNC_SYNC_PERIOD": "0"}  # fmt: skip
     server = Server(f"sqlite:///{tmp_path / 'log.db'}", tmp_path / "server.log", env).start()
     try:
-        httpx.post(
-            server.url + "/callback",
-            params={"token": CALLBACK},
-            json=fixture_json("callback_11003_user_login.json"),
-        )
+        httpx.post(server.url + "/callback", params={"token": CALLBACK}, json=fixture_json("callback_11003_user_login.json"))
         httpx.post(server.url + "/callback", params={"token": "wrong-" + CALLBACK}, json=message(GUID, 1))
         httpx.get(server.url + "/api/rooms", params={"guid": GUID}, headers=bearer("x" + OPERATOR))
     finally:
@@ -608,11 +540,7 @@ def test_admin_routes_refuse_before_reading_and_api_bodies_are_small(guarded: Se
         r = c.post("/api/tokens", content=chunks(), headers={"Content-Type": "application/json"})
         assert r.status_code == 411 and error_of(r) == "LENGTH_REQUIRED"
     # A token that is not admin is refused before its body is even read.
-    r = httpx.post(
-        guarded.url + "/api/tokens",
-        content=big,
-        headers={**bearer(scoped), "Content-Type": "application/json"},
-    )
+    r = httpx.post(guarded.url + "/api/tokens", content=big, headers={**bearer(scoped), "Content-Type": "application/json"})
     assert r.status_code in (403, 413)
     r = httpx.post(guarded.url + "/api/tokens", json={"name": "x"}, headers=bearer(scoped))
     assert r.status_code == 403 and error_of(r) == "FORBIDDEN"
@@ -641,9 +569,7 @@ def test_bad_settings_are_one_line_without_their_values(tmp_path: Path) -> None:
     env = {**os.environ, "JUHE_SYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
            "JUHE_SYNC_DEVICE_CREDENTIALS": '{"g1": {"callback_token": "SUPERSECRETCB", "app_secret": "SUPERSECRETAPP"},}'}  # fmt: skip
     for command in (["token", "list"], ["migrate"], ["serve"]):
-        done = subprocess.run(
-            [sys.executable, "-m", "juhe_sync", *command], env=env, capture_output=True, text=True, timeout=60
-        )
+        done = subprocess.run([sys.executable, "-m", "juhe_sync", *command], env=env, capture_output=True, text=True, timeout=60)
         assert done.returncode == 2
         assert "SUPERSECRET" not in done.stdout + done.stderr and "Traceback" not in done.stderr
         assert "JUHE_SYNC_DEVICE_CREDENTIALS" in done.stderr

@@ -23,9 +23,7 @@ def until(check: Callable[[], bool], timeout: float = 60, what: str = "condition
         time.sleep(0.05)
 
 
-def ws_server(
-    sim: Simulator, url: str, log: Path, secret: str = Simulator.APP_SECRET, lease_ttl: str = "60"
-) -> Server:
+def ws_server(sim: Simulator, url: str, log: Path, secret: str = Simulator.APP_SECRET, lease_ttl: str = "60") -> Server:
     env = {
         "JUHE_SYNC_LEASE_TTL": lease_ttl,
         "JUHE_SYNC_SYNC_PERIOD": "0",
@@ -49,9 +47,7 @@ def stats(sim: Simulator) -> dict:
     return httpx.get(sim.url + "/_sim/stats", timeout=10).json()
 
 
-def test_websocket_mode_stores_exactly_what_was_sent_across_disconnects(
-    database: str, tmp_path: Path
-) -> None:
+def test_websocket_mode_stores_exactly_what_was_sent_across_disconnects(database: str, tmp_path: Path) -> None:
     sim = Simulator([GUID], contacts=50, rooms=5).start()
     server = ws_server(sim, database, tmp_path / "server.log")
     try:
@@ -63,9 +59,7 @@ def test_websocket_mode_stores_exactly_what_was_sent_across_disconnects(
         assert len(pushed["events"]) == 150
         until(lambda: stats(sim)["unacked"].get(GUID) == 0 and stats(sim)["sockets"].get(GUID) == 1, 90,
               "every frame to be acknowledged after the reconnect")  # fmt: skip
-        data = httpx.get(
-            server.url + "/api/messages", params={"guid": GUID, "limit": 100}, timeout=10
-        ).json()["data"]
+        data = httpx.get(server.url + "/api/messages", params={"guid": GUID, "limit": 100}, timeout=10).json()["data"]
         assert data["total"] == 150
         ids = {e["data"]["id"] for e in pushed["events"]}
         assert {m["id"] for m in data["messages"]} <= ids
@@ -85,12 +79,7 @@ def test_websocket_mode_stores_exactly_what_was_sent_across_disconnects(
         # A frame that is not a callback is rejected with success: false, and nothing is stored.
         sim.post("/_sim/push", {"guid": GUID, "events": [{"guid": GUID, "notify_type": "x", "data": {}}]})
         until(lambda: stats(sim)["acks"].get("failure", 0) >= 1, what="a failure ack")
-        assert (
-            httpx.get(server.url + "/api/sync-status", params={"guid": GUID}, timeout=10).json()["data"][
-                "messages_count"
-            ]
-            == 150
-        )
+        assert httpx.get(server.url + "/api/sync-status", params={"guid": GUID}, timeout=10).json()["data"]["messages_count"] == 150
     finally:
         server.stop()
         sim.stop()
@@ -101,14 +90,10 @@ def test_refused_auth_is_retried_and_reported(tmp_path: Path) -> None:
     server = ws_server(sim, f"sqlite:///{tmp_path / 'x.db'}", tmp_path / "server.log", secret="wrong")
     try:
         # The device row exists once anything was stored; create it with a harmless callback.
-        httpx.post(
-            server.url + "/callback", json={"guid": GUID, "notify_type": 11001, "data": {}}, timeout=10
-        )
+        httpx.post(server.url + "/callback", json={"guid": GUID, "notify_type": 11001, "data": {}}, timeout=10)
 
         def reported() -> bool:
-            ws = httpx.get(server.url + "/api/sync-status", params={"guid": GUID}, timeout=10).json()["data"][
-                "websocket"
-            ]
+            ws = httpx.get(server.url + "/api/sync-status", params={"guid": GUID}, timeout=10).json()["data"]["websocket"]
             return ws["connects"] >= 1 and "auth failed" in (ws["last_error"] or "") and not ws["connected"]
 
         until(reported, what="the refused auth to be reported")
@@ -136,9 +121,7 @@ def test_one_process_holds_a_device_connection_and_another_takes_over(database: 
 
         def holder() -> Server:
             for server in servers:
-                ws = httpx.get(server.url + "/api/sync-status", params={"guid": GUID}, timeout=10).json()[
-                    "data"
-                ]["websocket"]
+                ws = httpx.get(server.url + "/api/sync-status", params={"guid": GUID}, timeout=10).json()["data"]["websocket"]
                 if ws["connected"]:
                     return server
             raise AssertionError("nobody holds the connection")
@@ -174,18 +157,12 @@ def test_a_login_over_the_websocket_starts_a_full_pull(database: str, tmp_path: 
             return data["sync"].get("contacts", {}).get("status") == "idle" and data["status"] == "idle"
 
         until(synced, 60, "the full sync a login asks for")
-        contacts = httpx.get(
-            server.url + "/api/contacts", params={"guid": GUID, "limit": 100}, timeout=10
-        ).json()
+        contacts = httpx.get(server.url + "/api/contacts", params={"guid": GUID, "limit": 100}, timeout=10).json()
         assert contacts["data"]["total"] == len(sim.truth(GUID)["contacts"])
         samples = scrape(server.url)
         for kind in ("profile", "contacts", "rooms"):
             assert sample(samples, "juhe_sync_sync_runs_total", kind=kind, result="ok") >= 1, kind
-        calls = sum(
-            v
-            for (name, labels), v in samples.items()
-            if name == "juhe_sync_saas_calls_total" and ("result", "ok") in labels
-        )
+        calls = sum(v for (name, labels), v in samples.items() if name == "juhe_sync_saas_calls_total" and ("result", "ok") in labels)
         assert calls >= 3
     finally:
         server.stop()

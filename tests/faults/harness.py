@@ -191,10 +191,7 @@ def first_read_ok(url: str, guid: str, since: float, limit: float) -> float:
     """Seconds from ``since`` until a read answers 200 (polling)."""
     while True:
         with contextlib.suppress(httpx.HTTPError):
-            if (
-                httpx.get(url + "/api/messages", params={"guid": guid, "limit": 1}, timeout=30).status_code
-                == 200
-            ):
+            if httpx.get(url + "/api/messages", params={"guid": guid, "limit": 1}, timeout=30).status_code == 200:
                 return time.monotonic() - since
         assert time.monotonic() - since < limit, f"reads not back within {limit} s"
         time.sleep(0.1)
@@ -207,8 +204,7 @@ def check_stored_once(database_url: str, guid: str, acknowledged: set[str]) -> i
     try:
         rows = store.read(
             lambda c: c.execute(
-                "SELECT m.appinfo FROM messages m JOIN devices d ON d.id = m.device_id WHERE d.guid = ?",
-                (guid,),
+                "SELECT m.appinfo FROM messages m JOIN devices d ON d.id = m.device_id WHERE d.guid = ?", (guid,)
             ).fetchall()
         )
         stored = [r[0] for r in rows]

@@ -22,9 +22,7 @@ from tests.faults.harness import (
     summary,
 )
 
-pytestmark = pytest.mark.skipif(
-    private_postgres_missing() is not None, reason=str(private_postgres_missing())
-)
+pytestmark = pytest.mark.skipif(private_postgres_missing() is not None, reason=str(private_postgres_missing()))
 
 GUID = "fault-pg-device"
 
@@ -93,9 +91,7 @@ def test_postgres_frozen_under_load(tmp_path: Path) -> None:
         assert all(status == 503 for status, _ in reads), reads
         assert max(took for _, took in reads) < 10, reads
         # Callbacks sent during the freeze get 503 after the 3 s storage timeout, never a hang.
-        assert {a.status for a in during if a.sent > frozen + 0.5 and a.sent + a.took < thawed} <= {503}, (
-            summary(during)
-        )
+        assert {a.status for a in during if a.sent > frozen + 0.5 and a.sent + a.took < thawed} <= {503}, summary(during)
         assert max(a.took for a in during) < 8, summary(during)
         assert writes_back is not None and writes_back < 5, writes_back
         assert reads_back < 5, reads_back
@@ -107,11 +103,7 @@ def test_postgres_frozen_under_load(tmp_path: Path) -> None:
 
 
 def test_sigterm_while_postgres_is_frozen_and_a_client_is_stuck(tmp_path: Path) -> None:
-    env = {
-        "JUHE_SYNC_SHUTDOWN_TIMEOUT": "3",
-        "JUHE_SYNC_STORAGE_TIMEOUT": "5",
-        "JUHE_SYNC_CLIENT_TIMEOUT": "300",
-    }
+    env = {"JUHE_SYNC_SHUTDOWN_TIMEOUT": "3", "JUHE_SYNC_STORAGE_TIMEOUT": "5", "JUHE_SYNC_CLIENT_TIMEOUT": "300"}
     with private_postgres() as pg:
         server = Server(pg.url, tmp_path / "server.log", env).start()
         load = Load(server.url, GUID, threads=4).start()

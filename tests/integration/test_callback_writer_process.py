@@ -223,7 +223,7 @@ def test_a_child_that_cannot_start_gets_503_and_a_later_one_takes_over(tmp_path:
 
 
 def test_a_child_that_stops_answering_is_replaced(tmp_path: Path) -> None:
-    store = open_store(f"sqlite:///{tmp_path / 'juhe-sync.db'}", process=ProcessOptions(timeout=0.5))
+    store = open_store(f"sqlite:///{tmp_path / 'juhe-sync.db'}", timeout=0.5, process=ProcessOptions())
     store.migrate()
     try:
         assert _until_stored(store, _callback(1)).status == "stored"

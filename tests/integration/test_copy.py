@@ -91,11 +91,7 @@ def test_copy_refuses_a_destination_with_other_data(store: SQLStore, tmp_path: P
 
 def table_rows(store: SQLStore, table: copy_module.Table) -> list[tuple[Any, ...]]:
     order = ", ".join(table.key)
-    rows = store.read(
-        lambda c: c.execute(
-            f"SELECT {', '.join(table.columns)} FROM {table.name} ORDER BY {order}"
-        ).fetchall()
-    )
+    rows = store.read(lambda c: c.execute(f"SELECT {', '.join(table.columns)} FROM {table.name} ORDER BY {order}").fetchall())
     # bytes/memoryview (BLOB/BYTEA) compare as bytes
     return [tuple(bytes(v) if isinstance(v, bytes | memoryview) else v for v in row) for row in rows]
 
@@ -113,9 +109,7 @@ def test_every_table_and_column_of_the_schema_is_copied(store: SQLStore) -> None
 
 
 @pytest.mark.parametrize("target", BACKENDS)
-def test_copy_after_pull_sync_keeps_every_row(
-    store: SQLStore, simulator: Simulator, target: str, tmp_path: Path
-) -> None:
+def test_copy_after_pull_sync_keeps_every_row(store: SQLStore, simulator: Simulator, target: str, tmp_path: Path) -> None:
     """A full pull sync, upstream changes, callbacks and a token: every table arrives exactly, there
     and back again, and the counters equal what the API lists."""
     syncer = Syncer(store, simulator.client())  # type: ignore[arg-type]
@@ -130,10 +124,7 @@ def test_copy_after_pull_sync_keeps_every_row(
     assert before["room_members"] and before["sync_state"] and any(r for r in before["contacts"])
     (tmp_path / "there").mkdir()
     (tmp_path / "back").mkdir()
-    with (
-        fresh_database(target, tmp_path / "there") as there_url,
-        fresh_database("sqlite", tmp_path / "back") as back_url,
-    ):
+    with fresh_database(target, tmp_path / "there") as there_url, fresh_database("sqlite", tmp_path / "back") as back_url:
         there, back = open_store(there_url), open_store(back_url)
         try:
             for dst in (there, back):
@@ -146,9 +137,7 @@ def test_copy_after_pull_sync_keeps_every_row(
                 api = stored(copied)
                 device = copied.device(SIM_GUID)
                 assert device is not None
-                assert device.contacts_count == len(api["contacts"]) and device.rooms_count == len(
-                    api["rooms"]
-                )
+                assert device.contacts_count == len(api["contacts"]) and device.rooms_count == len(api["rooms"])
                 assert api == stored(store)
             # Upstream changes after the copy reach the destination on the next copy.
             simulator.post("/_sim/mutate", {"guid": SIM_GUID, "changes": 30})
@@ -162,9 +151,7 @@ def test_copy_after_pull_sync_keeps_every_row(
 
 
 @pytest.mark.parametrize("target", BACKENDS)
-def test_a_repeated_copy_carries_revokes_and_replays(
-    store: SQLStore, target: str, tmp_path: Path, monkeypatch
-) -> None:
+def test_a_repeated_copy_carries_revokes_and_replays(store: SQLStore, target: str, tmp_path: Path, monkeypatch) -> None:
     """Rows of the append-only tables that change in place (a message revoked, a failed journal
     entry replayed) reach a destination that already has them."""
     from juhe_sync.storage.writer import Writer

@@ -60,9 +60,7 @@ def test_a_damaged_export_line_is_refused_whole(store: SQLStore, change: dict[st
 
 
 def test_markdown_shows_text_as_typed(store: SQLStore) -> None:
-    feed(
-        store, _message(1, "---\n- 不是列表\n1. 也不是\n# 不是标题\n<img src=x onerror=alert(1)>\n\x1b[31m红")
-    )
+    feed(store, _message(1, "---\n- 不是列表\n1. 也不是\n# 不是标题\n<img src=x onerror=alert(1)>\n\x1b[31m红"))
     text = "".join(export.stream(store, export.select(store, GUID), "markdown", ZONE))
     assert "\\---" in text and "\\- 不是列表" in text and "1\\. 也不是" in text and "\\# 不是标题" in text
     assert "<img" not in text and "&lt;img" in text and "\x1b" not in text

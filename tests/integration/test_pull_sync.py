@@ -44,9 +44,7 @@ def stored(store: SQLStore, guid: str = SIM_GUID) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("room_page", [100, 7])
-def test_full_sync_stores_exactly_the_device(
-    store: SQLStore, simulator: Simulator, room_page: int, monkeypatch
-) -> None:
+def test_full_sync_stores_exactly_the_device(store: SQLStore, simulator: Simulator, room_page: int, monkeypatch) -> None:
     import juhe_sync.sync.jobs as jobs
 
     monkeypatch.setattr(jobs, "ROOM_PAGE", room_page)  # 7: the room list comes in three pages
@@ -60,16 +58,9 @@ def test_full_sync_stores_exactly_the_device(
     assert device.contacts_count == len(truth["contacts"]) and device.rooms_count == len(truth["rooms"])
     status = QueryService(store).sync_status(SIM_GUID)
     assert status["status"] == "idle" and status["last_sync_time"]
-    assert {k: v["status"] for k, v in status["sync"].items()} == {
-        "contacts": "idle",
-        "profile": "idle",
-        "rooms": "idle",
-    }
+    assert {k: v["status"] for k, v in status["sync"].items()} == {"contacts": "idle", "profile": "idle", "rooms": "idle"}
     labelled = [c for c in simulator.state.devices[SIM_GUID].contacts.values() if c.labels]
-    listed = {
-        c["id"]: c
-        for c in walk(lambda cur: QueryService(store).contacts(SIM_GUID, 1, 100, None, cur), "contacts")
-    }
+    listed = {c["id"]: c for c in walk(lambda cur: QueryService(store).contacts(SIM_GUID, 1, 100, None, cur), "contacts")}
     assert labelled and all(listed[c.user_id]["labels"] == c.labels for c in labelled)
     assert {c["source"] for c in listed.values()} == {"sync"}
     # Rooms the account does not own are not listed by get_room_list; details still came.
@@ -123,15 +114,11 @@ FAULTS = [
 
 
 @pytest.mark.parametrize("fault", FAULTS, ids=[f["kind"] for f in FAULTS])
-def test_transient_faults_are_retried_and_change_nothing(
-    store: SQLStore, simulator: Simulator, fault: dict
-) -> None:
+def test_transient_faults_are_retried_and_change_nothing(store: SQLStore, simulator: Simulator, fault: dict) -> None:
     syncer = Syncer(store, simulator.client())  # type: ignore[arg-type]
     simulator.post("/_sim/faults", {**fault, "path": "/contact/sync_contact"})
     simulator.post("/_sim/faults", {**fault, "path": "/room/batch_get_room_detail"})
-    retries = (
-        REGISTRY.get_sample_value("juhe_sync_saas_retries_total", {"path": "/contact/sync_contact"}) or 0
-    )
+    retries = REGISTRY.get_sample_value("juhe_sync_saas_retries_total", {"path": "/contact/sync_contact"}) or 0
     runs = REGISTRY.get_sample_value("juhe_sync_sync_runs_total", {"kind": "contacts", "result": "ok"}) or 0
     report = syncer.sync(SIM_GUID, full=True)
     assert report.errors == []
@@ -139,16 +126,11 @@ def test_transient_faults_are_retried_and_change_nothing(
     # The metrics tell an operator the SaaS misbehaved even though the run succeeded.
     after = REGISTRY.get_sample_value("juhe_sync_saas_retries_total", {"path": "/contact/sync_contact"})
     assert after == retries + fault["count"]
-    assert (
-        REGISTRY.get_sample_value("juhe_sync_sync_runs_total", {"kind": "contacts", "result": "ok"})
-        == runs + 1
-    )
+    assert REGISTRY.get_sample_value("juhe_sync_sync_runs_total", {"kind": "contacts", "result": "ok"}) == runs + 1
 
 
 @pytest.mark.parametrize("kind", ["error", "err_code"])
-def test_a_refusal_fails_the_run_which_then_resumes_from_its_checkpoint(
-    store: SQLStore, simulator: Simulator, kind: str
-) -> None:
+def test_a_refusal_fails_the_run_which_then_resumes_from_its_checkpoint(store: SQLStore, simulator: Simulator, kind: str) -> None:
     syncer = Syncer(store, simulator.client())  # type: ignore[arg-type]
     # Let three contact pages through, then refuse (never retried: the platform said no).
     first = syncer.client.call(SIM_GUID, "/contact/sync_contact", {"seq": "", "limit": 100})
@@ -184,9 +166,7 @@ def test_a_refusal_fails_the_run_which_then_resumes_from_its_checkpoint(
     assert QueryService(store).sync_status(SIM_GUID)["status"] == "idle"
 
 
-def test_a_run_killed_midway_resumes_without_duplicates(
-    store: SQLStore, simulator: Simulator, monkeypatch
-) -> None:
+def test_a_run_killed_midway_resumes_without_duplicates(store: SQLStore, simulator: Simulator, monkeypatch) -> None:
     """A process that dies mid-run leaves ``running`` and its last committed page; the next run
     (here: after the lease is released, as it is once the dead holder's TTL passes) resumes it."""
     import juhe_sync.sync.jobs as jobs

@@ -123,10 +123,7 @@ def test_retention_pass_purges_every_device(store: SQLStore) -> None:
     now = now_seconds()
     for guid in (GUID, OTHER):
         for n, age in enumerate((40, 20, 1)):
-            feed(
-                store,
-                {"guid": guid, "notify_type": 11010, "data": _message(f"{guid}{n}", now - age * 86400, "x")},
-            )
+            feed(store, {"guid": guid, "notify_type": 11010, "data": _message(f"{guid}{n}", now - age * 86400, "x")})
     stats = retention.RetentionLoop(store, 30).run_once()
     assert stats.messages == 2
     for guid in (GUID, OTHER):
@@ -241,9 +238,7 @@ def test_a_purged_message_carried_by_another_event_does_not_come_back(store: SQL
     assert planned.messages == 1 and planned.journal == 1
     retention.purge(store, GUID, CUTOFF)
     store.replay(GUID)
-    outcome = feed(
-        store, {"guid": GUID, "notify_type": 11013, "data": [message, _message("NEW", CUTOFF, "新")]}
-    )
+    outcome = feed(store, {"guid": GUID, "notify_type": 11013, "data": [message, _message("NEW", CUTOFF, "新")]})
     assert outcome.messages_added == 1
     assert [m["id"] for m in store.messages(MessageQuery(store.device(GUID).id)).items] == ["NEW"]  # type: ignore[union-attr]
     _assert_exact(store)

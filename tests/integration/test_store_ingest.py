@@ -34,12 +34,7 @@ def test_every_fixture_is_stored_as_documented(store: SQLStore) -> None:
         items = data if isinstance(data, list) else [data]
         for item, (conv, sender, direction, type_, _sendtime) in zip(items, rows, strict=False):
             m = stored[item["id"]]
-            assert (m["conversation_id"], m["from"], m["direction"], m["type"]) == (
-                conv,
-                sender,
-                direction,
-                type_,
-            )
+            assert (m["conversation_id"], m["from"], m["direction"], m["type"]) == (conv, sender, direction, type_)
             assert m["sender_name"] == item["sender_name"]
             assert m["appinfo"] == item["appinfo"]
     assert stored["1067188"]["timestamp"] == "2024-06-10T06:13:20Z"
@@ -58,14 +53,8 @@ def test_every_fixture_is_stored_as_documented(store: SQLStore) -> None:
     assert [r["id"] for r in rooms] == ["R:10696052788813579", "R:10772491266604821"]
     contacts = {c["id"]: c for c in store.contacts(device.id, None, 0, 50).items}
     assert contacts["7881300000001234"] == {
-        "id": "7881300000001234",
-        "name": "张伟",
-        "remark": None,
-        "avatar": None,
-        "type": "external",
-        "corp_id": None,
-        "labels": [],
-        "source": "message",
+        "id": "7881300000001234", "name": "张伟", "remark": None, "avatar": None, "type": "external",
+        "corp_id": None, "labels": [], "source": "message",
     }
     assert contacts["1688850000067890"]["type"] == "internal"
     assert ACCOUNT not in contacts
@@ -79,11 +68,7 @@ def test_redelivery_changes_nothing(store: SQLStore) -> None:
     again = feed_fixtures(store)
     assert {o.status for o in again} == {"duplicate"}
     # the same events inside WebSocket wrappers are the same events
-    for name in (
-        "ws_callback_event_object.json",
-        "ws_callback_event_string.json",
-        "ws_callback_data_wrapper.json",
-    ):
+    for name in ("ws_callback_event_object.json", "ws_callback_event_string.json", "ws_callback_data_wrapper.json"):
         assert feed(store, fixture_text(name)).status == "duplicate"
     assert snapshot(store) == before
 
@@ -103,11 +88,8 @@ def test_any_order_any_number_of_times_same_state(database_url: str, seed: int, 
     rng = random.Random(seed)
     shuffled = names * 2 + rng.sample(names, 5)
     rng.shuffle(shuffled)
-    other_url = (
-        database_url.replace("juhe-sync.db", f"juhe-sync-{seed}.db")
-        if database_url.startswith("sqlite")
-        else None
-    )
+    other_url = database_url.replace("juhe-sync.db", f"juhe-sync-{seed}.db") if database_url.startswith(
+        "sqlite") else None
     if other_url is None:
         # PostgreSQL: reuse the schema after emptying it
         _truncate(database_url)
@@ -207,13 +189,7 @@ def test_counters_match_the_tables(store: SQLStore) -> None:
 
 
 def test_personal_wechat_device(store: SQLStore) -> None:
-    msg = {
-        "from_username": "wxid_abc",
-        "msg_type": 1,
-        "content": "在吗",
-        "new_msg_id": 991,
-        "create_time": 1718000000,
-    }
+    msg = {"from_username": "wxid_abc", "msg_type": 1, "content": "在吗", "new_msg_id": 991, "create_time": 1718000000}
     assert feed(store, {"guid": "wx", "notify_type": 1010, "data": msg}).messages_added == 1
     assert feed(store, {"guid": "wx", "notify_type": 1003, "data": {}}).status == "stored"
     device = store.device("wx")
@@ -311,9 +287,7 @@ def test_replay_refuses_a_body_that_no_longer_matches_its_key(store: SQLStore) -
     assert snapshot(store)["messages"] == before["messages"]
 
 
-def test_a_database_error_in_apply_is_journalled_as_failed_on_every_backend(
-    store: SQLStore, monkeypatch
-) -> None:
+def test_a_database_error_in_apply_is_journalled_as_failed_on_every_backend(store: SQLStore, monkeypatch) -> None:
     """The database refusing what an apply wrote (on PostgreSQL only at the pipeline's sync, after
     the job returned) journals the callback as failed and acknowledges it; replay applies it later.
     Before, PostgreSQL answered 500 and the platform would redeliver it forever."""

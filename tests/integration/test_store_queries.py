@@ -11,9 +11,9 @@ from juhe_sync.storage.sqlstore import SQLStore
 from tests.conftest import ACCOUNT, GUID
 from tests.helpers import feed
 
-ALPHABET = list(
-    "的一是了我不人在他有这个上们来到时大地为子中你说生国年着就那和要她出也得里后自以会好报价单合同"
-) + list("aAbBcC xyZ%_\\'\"👍😀-:*()")
+ALPHABET = list("的一是了我不人在他有这个上们来到时大地为子中你说生国年着就那和要她出也得里后自以会好报价单合同") + list(
+    "aAbBcC xyZ%_\\'\"👍😀-:*()"
+)
 PEERS = ["7881300000000001", "7881300000000002", "1688850000000003"]
 ROOMS = ["10696052788800001", "10696052788800002"]
 BASE = 1_718_000_000
@@ -82,38 +82,14 @@ def _search(store: SQLStore, keyword: str, **kw) -> tuple[list[str], int]:
     ids = [m["id"] for m in page.items]
     offset = 100
     while offset < page.total:
-        ids += [
-            m["id"]
-            for m in store.messages(
-                MessageQuery(device.id, keyword=keyword, limit=100, offset=offset, **kw)
-            ).items
-        ]
+        ids += [m["id"] for m in store.messages(MessageQuery(device.id, keyword=keyword, limit=100, offset=offset, **kw)).items]
         offset += 100
     return sorted(ids), page.total
 
 
 def test_search_equals_substring_scan(store: SQLStore, corpus: list[dict]) -> None:
     rng = random.Random(11)
-    keywords = {
-        "的",
-        "报价",
-        "报价单",
-        "a",
-        "A",
-        "ab",
-        "Z",
-        " ",
-        "%",
-        "_",
-        "\\",
-        "'",
-        '"',
-        "👍",
-        "😀的",
-        "*",
-        "-:",
-        "()",
-    }
+    keywords = {"的", "报价", "报价单", "a", "A", "ab", "Z", " ", "%", "_", "\\", "'", '"', "👍", "😀的", "*", "-:", "()"}
     for item in rng.sample(corpus, 60):
         text = item["content"]
         if text:
@@ -170,23 +146,9 @@ def test_conversation_and_time_filters(store: SQLStore, corpus: list[dict]) -> N
 
 def test_contacts_keyword(store: SQLStore) -> None:
     for i, name in enumerate(["张伟", "Zhang Wei", "王芳", "50%_off"]):
-        feed(
-            store,
-            {
-                "guid": GUID,
-                "notify_type": 11010,
-                "data": {
-                    "appinfo": f"c{i}",
-                    "sender": f"78813000000000{i}",
-                    "receiver": ACCOUNT,
-                    "roomid": "0",
-                    "sendtime": BASE,
-                    "msg_type": 2,
-                    "content": "hi",
-                    "sender_name": name,
-                },
-            },
-        )
+        feed(store, {"guid": GUID, "notify_type": 11010, "data": {
+            "appinfo": f"c{i}", "sender": f"78813000000000{i}", "receiver": ACCOUNT, "roomid": "0",
+            "sendtime": BASE, "msg_type": 2, "content": "hi", "sender_name": name}})
     device = store.device(GUID)
     assert device is not None
 

@@ -35,11 +35,7 @@ def test_host_rules() -> None:
         assert not loopback.allows(bad)
     named = HostRule(["sync.example.com:443", "*.corp.example"])
     assert named.allows("sync.example.com:443") and not named.allows("sync.example.com:8443")
-    assert (
-        named.allows("a.b.corp.example")
-        and not named.allows("corp.example")
-        and not named.allows("xcorp.example")
-    )
+    assert named.allows("a.b.corp.example") and not named.allows("corp.example") and not named.allows("xcorp.example")
     assert HostRule(["*"]).allows("anything") and not HostRule(["*"]).listed("anything")
 
 
@@ -70,10 +66,7 @@ def test_loopback_detection_and_default_hosts() -> None:
     [
         ("postgresql://juhe:s3cret@db:5432/x", "postgresql://juhe:***@db:5432/x"),
         ("postgresql://juhe:p%40ss:w@rd@db/x", "postgresql://juhe:***@db/x"),
-        (
-            "postgresql://juhe@db/x?password=s3cret&sslmode=require",
-            "postgresql://juhe@db/x?password=***&sslmode=require",
-        ),
+        ("postgresql://juhe@db/x?password=s3cret&sslmode=require", "postgresql://juhe@db/x?password=***&sslmode=require"),
         ("sqlite:///./juhe-sync.db", "sqlite:///./juhe-sync.db"),
         ("host=db password='a b' user=x", "host=db password=*** user=x"),
     ],
@@ -121,12 +114,7 @@ def test_callback_secrets() -> None:
     assert both.accepts("global", "other") and not both.accepts("own", "other")
     assert both.accepts("own", "dev") and not both.accepts("global", "dev")
     assert not both.accepts(None, "other") and not both.accepts("", "other")
-    assert (
-        both.plausible("own")
-        and both.plausible("global")
-        and not both.plausible("x")
-        and not both.plausible(None)
-    )
+    assert both.plausible("own") and both.plausible("global") and not both.plausible("x") and not both.plausible(None)
     only_devices = CallbackSecrets([], {"dev": "own"})
     assert only_devices.accepts("own", "dev") and not only_devices.accepts("", "other")
 

@@ -18,8 +18,7 @@ def test_plain_event() -> None:
 
 
 @pytest.mark.parametrize(
-    "name",
-    ["ws_callback_event_object.json", "ws_callback_event_string.json", "ws_callback_data_wrapper.json"],
+    "name", ["ws_callback_event_object.json", "ws_callback_event_string.json", "ws_callback_data_wrapper.json"]
 )
 def test_websocket_wrappers_unwrap_to_the_same_event(name: str) -> None:
     wrapped = parse_body(fixture_text(name))

@@ -48,10 +48,7 @@ def imports() -> list[tuple[str, str, int]]:
 def test_every_part_has_a_layer() -> None:
     parts = {part(m) for m, _, _ in imports()} | {part(t) for _, t, _ in imports()}
     # "juhe_sync.__version__" and the like name the package itself
-    parts = {
-        p if (SRC / "juhe_sync" / p).exists() or (SRC / "juhe_sync" / f"{p}.py").exists() else ""
-        for p in parts
-    }
+    parts = {p if (SRC / "juhe_sync" / p).exists() or (SRC / "juhe_sync" / f"{p}.py").exists() else "" for p in parts}
     assert parts <= set(LAYERS), parts - set(LAYERS)
 
 

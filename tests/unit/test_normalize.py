@@ -11,23 +11,15 @@ from tests.conftest import ACCOUNT, GUID, fixture_text
 
 # The derivation table of the fixtures' README.
 EXPECTED = {
-    "callback_11010_text_private_inbound.json": [
-        ("S:7881300000001234", "7881300000001234", "inbound", "text", 1718000000)
-    ],
-    "callback_11010_text_private_outbound.json": [
-        ("S:7881300000001234", ACCOUNT, "outbound", "text", 1718000095)
-    ],
-    "callback_11010_text_room.json": [
-        ("R:10696052788813579", "7881300000005678", "inbound", "text", 1718000300)
-    ],
+    "callback_11010_text_private_inbound.json": [("S:7881300000001234", "7881300000001234", "inbound", "text", 1718000000)],
+    "callback_11010_text_private_outbound.json": [("S:7881300000001234", ACCOUNT, "outbound", "text", 1718000095)],
+    "callback_11010_text_room.json": [("R:10696052788813579", "7881300000005678", "inbound", "text", 1718000300)],
     "callback_11010_image.json": [("S:7881300000001234", "7881300000001234", "inbound", "image", 1718000420)],
     "callback_11010_file.json": [("S:1688850000067890", "1688850000067890", "inbound", "file", 1718000610)],
     "callback_11010_voice.json": [("S:1688850000067890", "1688850000067890", "inbound", "voice", 1718000700)],
     "callback_11010_text_quote.json": [("S:7881300000001234", ACCOUNT, "outbound", "text", 1718000820)],
     "callback_11010_revoke.json": [],
-    "callback_11010_system_room.json": [
-        ("R:10772491266604821", "1688850000067890", "inbound", "system", 1718000900)
-    ],
+    "callback_11010_system_room.json": [("R:10772491266604821", "1688850000067890", "inbound", "system", 1718000900)],
     "callback_11013_batch_3.json": [
         ("R:10772491266604821", "7881300000009012", "inbound", "text", 1718000960),
         ("S:7881300000005678", "7881300000005678", "inbound", "text", 1718000961),
@@ -155,25 +147,13 @@ def wechat_event(notify_type: int, data: object) -> str:
 
 
 def test_wechat_private_and_room_messages() -> None:
-    private = {
-        "from_username": "wxid_abc",
-        "msg_type": 1,
-        "content": "在吗",
-        "new_msg_id": 991,
-        "create_time": 1718000000,
-    }
+    private = {"from_username": "wxid_abc", "msg_type": 1, "content": "在吗", "new_msg_id": 991, "create_time": 1718000000}
     room = {"from_username": "wxid_abc", "room_username": "123@chatroom", "msg_type": 3, "content": "<img/>"}
     effects = normalize_event(parse_body(wechat_event(1011, [private, room])), None, 7)
     assert effects.device_kind == "wechat"
     a, b = effects.messages
     assert (a.conversation, a.direction, a.type, a.content, a.dedup_key, a.sendtime) == (
-        "S:wxid_abc",
-        "inbound",
-        "text",
-        "在吗",
-        "id:991",
-        1718000000,
-    )
+        "S:wxid_abc", "inbound", "text", "在吗", "id:991", 1718000000)
     assert a.search_text == "在吗"
     assert (b.conversation, b.type, b.search_text, b.sendtime) == ("R:123@chatroom", "image", None, 7)
     assert b.dedup_key.startswith("h:")

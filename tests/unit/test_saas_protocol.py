@@ -54,20 +54,13 @@ def test_contact_items() -> None:
     rows = [protocol.contact_row(i, "1970325012345678") for i in items]
     first = rows[0]
     assert first is not None
-    assert (first.user_id, first.name, first.remark, first.type) == (
-        "7881300000001234",
-        "张伟",
-        "张伟-宁波海拓",
-        "external",
-    )
+    assert (first.user_id, first.name, first.remark, first.type) == ("7881300000001234", "张伟", "张伟-宁波海拓", "external")
     assert first.labels[0]["label_id"] == "14073750001234567"
     assert first.extra["company_remark"] == "宁波海拓贸易有限公司"
     assert rows[2] is not None and rows[2].type == "internal"
     assert rows[3] is not None and rows[3].deleted and not rows[0].deleted  # contact_type 2049: Del
     # A colleague-looking id of another corp is external; the other id keys are accepted too.
-    other = protocol.contact_row(
-        {"userid": "1688850000000009", "corp_id": "1970000000000001"}, "1970325012345678"
-    )
+    other = protocol.contact_row({"userid": "1688850000000009", "corp_id": "1970000000000001"}, "1970325012345678")
     assert other is not None and other.type == "external"
     assert protocol.contact_row({"username": "wxid_abc", "deleted": 1}, None).deleted  # type: ignore[union-attr]
     assert protocol.contact_row({"name": "nobody"}, None) is None
@@ -79,11 +72,7 @@ def test_room_items() -> None:
     assert (next_start, total, rooms[0].owner) == (2, 2, "1688850000012345")
     details = protocol.room_details(fixture_json("api_room_batch_get_room_detail.json")["data"])
     assert details[0].room.version == 36 and details[0].members is not None
-    assert [m.user_id for m in details[0].members] == [
-        "1688850000012345",
-        "7881300000005678",
-        "1688850000067890",
-    ]
+    assert [m.user_id for m in details[0].members] == ["1688850000012345", "7881300000005678", "1688850000067890"]
     assert details[0].members[0].inviter is None and details[0].members[1].inviter == "1688850000012345"
     synced = protocol.room_details(fixture_json("api_room_sync_room_info.json")["data"])
     assert synced[0].room.name == "星河科技-VIP客户服务群" and synced[0].room.version == 37
@@ -100,18 +89,14 @@ def test_room_items() -> None:
         (0, 2, 2, 2, None),  # the fixture
     ],
 )
-def test_room_list_paging(
-    start: int, count: int, next_start: int | None, total: int | None, expected: int | None
-) -> None:
+def test_room_list_paging(start: int, count: int, next_start: int | None, total: int | None, expected: int | None) -> None:
     assert protocol.next_room_start(start, count, next_start, total) == expected
 
 
 def test_profile() -> None:
     found = protocol.profile(fixture_json("api_user_get_profile.json")["data"])
     assert found == Profile("1688850000012345", "李晓明", "1970325012345678", found.avatar)  # type: ignore[union-attr]
-    assert (
-        protocol.profile({"persons": {"user_id": "1688850000000001"}}) is not None
-    )  # one object, not a list
+    assert protocol.profile({"persons": {"user_id": "1688850000000001"}}) is not None  # one object, not a list
     assert protocol.profile({}) is None
 
 
@@ -145,12 +130,7 @@ def test_client_retries_transient_failures_then_succeeds() -> None:
 
     client, sleeps = _client(handler, backoff=0.1)
     assert client.call("g1", "/contact/sync_contact", {"seq": ""}) == {"x": 1}
-    assert seen[0] == {
-        "app_key": "k",
-        "app_secret": "s",
-        "path": "/contact/sync_contact",
-        "data": {"seq": "", "guid": "g1"},
-    }
+    assert seen[0] == {"app_key": "k", "app_secret": "s", "path": "/contact/sync_contact", "data": {"seq": "", "guid": "g1"}}
     assert len(sleeps) == 2 and sleeps[0] <= 0.1 and sleeps[1] >= 2  # jittered backoff; Retry-After honoured
 
 
@@ -178,8 +158,6 @@ def test_client_does_not_retry_refusals_and_gives_up_after_retries() -> None:
 
 
 def test_client_without_credentials_refuses() -> None:
-    client = SaasClient(
-        "http://saas.test", lambda guid: None, transport=httpx.MockTransport(lambda r: httpx.Response(200))
-    )
+    client = SaasClient("http://saas.test", lambda guid: None, transport=httpx.MockTransport(lambda r: httpx.Response(200)))
     with pytest.raises(SaasError, match="app_key"):
         client.call("g1", "/user/get_profile")

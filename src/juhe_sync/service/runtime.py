@@ -48,8 +48,7 @@ class Runtime:
         if store is None:
             process = None
             if settings.callback_writer_process:
-                process = ProcessOptions(settings.log_level, settings.log_format, settings.secrets(),
-                                         settings.write_batch, settings.storage_timeout)  # fmt: skip
+                process = ProcessOptions(settings.log_level, settings.log_format, settings.secrets())
             store = await asyncio.to_thread(
                 open_store, settings.database_url, write_batch=settings.write_batch,
                 timeout=settings.storage_timeout, process=process,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from juhe_sync.storage.ingest_process import ProcessOptions
 from juhe_sync.storage.sql import Rules
 from juhe_sync.storage.sqlstore import SQLStore
@@ -16,7 +18,9 @@ def open_store(
     process: ProcessOptions | None = None,
 ) -> SQLStore:
     """The store at ``url``; ``rules`` parse and normalise events (the service layer passes them);
-    ``process``: callbacks are written by a child process."""
+    ``process``: callbacks are written by a child process (with this store's batch size and timeout)."""
+    if process is not None:
+        process = dataclasses.replace(process, max_batch=write_batch, timeout=timeout)
     if url.startswith("sqlite:"):
         from juhe_sync.storage.sqlite import SQLiteStore
 

@@ -4,8 +4,8 @@ In one process, the writer threads and the HTTP event loop share one interpreter
 ``sqlite3`` or ``psycopg`` call gives it up and waits to take it back, and measured under load the
 SQLite writer spent about two thirds of its time waiting so (see BENCHMARKS.md). Here a child
 process opens its own store on the same database and runs the same group-committing writer for
-callbacks; the parent sends it each parsed event and resolves the callback's future when the child
-reports the commit. Everything else the parent writes (pull sync, tokens, leases, retention) stays
+callbacks; the parent sends it each callback it has parsed and resolves the callback's future
+when the child reports the commit. Everything else the parent writes (pull sync, tokens, leases, retention) stays
 on the parent's own writers: the database keeps the two apart as it keeps several processes apart.
 
 On SQLite both writers take an exclusive ``flock`` on ``<database>-writer.lock`` around each
@@ -69,7 +69,7 @@ MAX_PENDING = 10_000
 @dataclass(frozen=True)
 class ProcessOptions:
     """How the child logs (as the parent does, secrets masked), sizes its group commits (SQLite)
-    and waits for the database (PostgreSQL)."""
+    and waits for the database (PostgreSQL); the store's factory fills in the last two."""
 
     log_level: str = "INFO"
     log_format: str = "text"
