@@ -74,7 +74,12 @@ class JobQueue:
                 break
             batch.append(job)
         self._depth.dec(len(batch))
-        return [job for job in batch if job.future.set_running_or_notify_cancel()], stop
+        return started(batch), stop
+
+
+def started(jobs: list[WriteJob]) -> list[WriteJob]:
+    """The jobs whose futures were not cancelled, now marked running."""
+    return [job for job in jobs if job.future.set_running_or_notify_cancel()]
 
 
 def settle(outcomes: list[Outcome]) -> None:

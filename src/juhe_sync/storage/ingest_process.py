@@ -3,9 +3,9 @@
 In one process, the writer threads and the HTTP event loop share one interpreter lock: every
 ``sqlite3`` or ``psycopg`` call gives it up and waits to take it back, and measured under load the
 SQLite writer spent about two thirds of its time waiting so (see BENCHMARKS.md). Here a child
-process opens its own store on the same database and runs the same group-committing writer for
-callbacks; the parent sends it each callback it has parsed and resolves the callback's future
-when the child reports the commit. Everything else the parent writes (pull sync, tokens, leases, retention) stays
+process opens its own store on the same database and writes callbacks with one thread: it takes
+whatever callbacks the pipe holds, writes them in one transaction (group commit, as the writer
+threads do) and answers them in one message; the parent resolves each callback's future then. Everything else the parent writes (pull sync, tokens, leases, retention) stays
 on the parent's own writers: the database keeps the two apart as it keeps several processes apart.
 
 On SQLite both writers take an exclusive ``flock`` on ``<database>-writer.lock`` around each
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import gc
 import itertools
 import logging
@@ -49,6 +48,7 @@ from juhe_sync import logs, metrics
 from juhe_sync.errors import ApiError, StorageError, StorageUnavailable
 from juhe_sync.logs import Throttle
 from juhe_sync.records import Event, IngestOutcome
+from juhe_sync.storage.batches import WriteJob
 from juhe_sync.storage.sql import Rules
 
 if TYPE_CHECKING:
@@ -100,77 +100,126 @@ class WriterLock:
 
 # --- the child ----------------------------------------------------------------------------------
 #
-# Messages to the child: (number, raw, received_at, event key) for a callback; (None, "retention",
-# seconds) for the retention window; (None, "stop", None) to commit what came before and exit.
-# From the child: ("done", number, outcome, error) after the commit; ("batch", jobs, commit
-# seconds, transaction seconds), with None seconds for a failed transaction, for the metrics.
+# The parent sends lists of items: (number, raw, received_at, event key) for a callback; (None,
+# "retention", seconds) for the retention window; (None, "stop", None) to commit what came before
+# and exit. The child answers each transaction with ("done", [(number, outcome, error), ...],
+# [(jobs, commit seconds, transaction seconds), ...]): the callbacks it settled and, for the
+# metrics, the transactions it ran (None seconds for one that failed).
+#
+# The child has one thread: it takes whatever the pipe holds, parses and normalises it, writes it
+# as one transaction and answers it in one message. Handing each callback from a receiving thread
+# to a writer thread cost more than the writing: the two took turns at the interpreter lock at
+# every statement (see BENCHMARKS.md).
+
+#: Most callbacks the parent sends in one message (a message is pickled and written whole).
+SEND_BATCH = 64
+
+
+class _Receiver:
+    """The child's end of the pipe, and its SIGTERM: a stop that lets the transaction under way
+    commit and be answered, and ends a wait for more at once."""
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+        self.stopping = False
+        self._waiting = False
+
+    def stop(self, signum: int, frame: Any) -> None:
+        self.stopping = True
+        if self._waiting:
+            raise SystemExit(0)
+
+    def receive(self, most: int) -> list[tuple[Any, ...]] | None:
+        """Wait for items, then take what else the pipe holds (up to about ``most``); None when
+        the parent is gone or a SIGTERM came."""
+        items: list[tuple[Any, ...]] = []
+        try:
+            self._waiting = True
+            if self.stopping:
+                return None
+            items.extend(self.conn.recv())
+            self._waiting = False
+            while len(items) < most and self.conn.poll(0):
+                items.extend(self.conn.recv())
+        except (EOFError, OSError, SystemExit):
+            return None  # the parent closed the pipe (stopping) or died, or a SIGTERM
+        finally:
+            self._waiting = False
+        return items
 
 
 def _child(conn: Connection, url: str, rules: Rules, options: ProcessOptions) -> None:
     # Ctrl-C reaches the whole process group; the parent shuts down gracefully and still waits
     # for commits meanwhile, so the child stops when the parent says so (or its pipe closes).
     # SIGTERM (a supervisor's, or multiprocessing's for a child its parent left behind) stops it
-    # too, after committing what it was sent.
+    # too, after committing and answering the transaction under way.
+    receiver = _Receiver(conn)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGTERM, receiver.stop)
     logs.configure(options.log_level, options.log_format, options.secrets)
     try:
         store = _open(url, rules, options)
     except Exception as exc:  # one line through the configured (masking) logging, no traceback
         log.error("the callback writer process could not open the database: %s: %s", type(exc).__name__, exc)
         os._exit(1)
-    sending = threading.Lock()
-
-    def send(message: tuple[Any, ...]) -> None:
-        # The parent may be gone: what was committed is found as a duplicate when redelivered.
-        with sending, contextlib.suppress(OSError, ValueError):
-            conn.send(message)
-
-    def done(number: int, future: Future[IngestOutcome]) -> None:
-        error = future.exception()
-        if error is None:
-            send(("done", number, future.result(), None))
-            return
-        try:
-            pickle.loads(pickle.dumps(error))
-        except Exception:
-            error = StorageError(f"{type(error).__name__}: {error}")
-        send(("done", number, None, error))
-
-    store.record_batch = lambda jobs, commit, total: send(("batch", jobs, commit, total))
+    transactions: list[tuple[int, float | None, float | None]] = []
+    store.record_batch = lambda jobs, commit, total: transactions.append((jobs, commit, total))
     gc.collect()
     gc.freeze()  # as the server does (see web.app.app_from_env)
     try:
-        while True:
-            try:
-                message = conn.recv()
-            except (EOFError, OSError):
-                break  # the parent closed the pipe (stopping) or died
-            number = message[0]
-            if number is None:
-                if message[1] == "stop":
-                    break
-                store.writer.retention = message[2]
-                continue
-            _, raw, received_at, key = message
-            try:
-                event = rules.parse(raw)
-                if event.key != key:
-                    raise StorageError("the callback writer parsed a different event from the body")
-                future = store.submit_event(event, raw, received_at)
-            except Exception as exc:  # a full queue: answered at once
-                send(("done", number, None, exc if isinstance(exc, ApiError) else StorageError(str(exc))))
-                continue
-            future.add_done_callback(functools.partial(done, number))
-    except SystemExit:
-        pass
+        while not receiver.stopping:
+            items = receiver.receive(options.max_batch)
+            if items is None:
+                break
+            replies, stop = _write(store, rules, items)
+            with contextlib.suppress(OSError, ValueError):  # the parent is gone: what was
+                conn.send(("done", replies, transactions))  # committed is a duplicate when redelivered
+            transactions.clear()
+            if stop:
+                break
     finally:
-        store.close()  # commits what it was sent before the parent went
+        store.close()
         conn.close()
 
 
-def _stop(signum: int, frame: Any) -> None:
-    raise SystemExit(0)
+Reply = tuple[int, IngestOutcome | None, BaseException | None]
+
+
+def _write(store: SQLStore, rules: Rules, items: list[tuple[Any, ...]]) -> tuple[list[Reply], bool]:
+    """Write the callbacks among ``items`` in one transaction: (their replies, whether a stop came)."""
+    replies: list[Reply] = []
+    jobs: list[tuple[int, WriteJob]] = []
+    stop = False
+    for item in items:
+        number = item[0]
+        if number is None:
+            if item[1] == "stop":
+                stop = True
+                break
+            store.writer.retention = item[2]
+            continue
+        _, raw, received_at, key = item
+        try:
+            event = rules.parse(raw)
+            if event.key != key:
+                raise StorageError("the callback writer parsed a different event from the body")
+            jobs.append((number, WriteJob(store.ingest_job(event, raw, received_at), event.guid)))
+        except Exception as exc:
+            replies.append((number, None, exc if isinstance(exc, ApiError) else StorageError(str(exc))))
+    store.write_now([job for _, job in jobs])
+    for number, job in jobs:
+        error = job.future.exception()
+        replies.append((number, None, _portable(error)) if error else (number, job.future.result(), None))
+    return replies, stop
+
+
+def _portable(error: BaseException) -> BaseException:
+    """``error``, or a StorageError saying what it was if it cannot be pickled to the parent."""
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:
+        return StorageError(f"{type(error).__name__}: {error}")
+    return error
 
 
 def _open(url: str, rules: Rules, options: ProcessOptions) -> SQLStore:
@@ -282,35 +331,52 @@ class IngestProcess:
             self._proc.kill()
 
     def _send(self) -> None:
-        """The sender thread: pickling and writing to the pipe, whatever it takes, happen here."""
+        """The sender thread: pickling and writing to the pipe, whatever it takes, happen here.
+        What queued up while it wrote goes in one message: one write, one read in the child."""
         while True:
-            item = self._outbox.get()
-            if item is None:
+            first = self._outbox.get()
+            if first is None:
                 return
-            conn, message = item
-            try:
-                conn.send(message)
-            except Exception:  # the child died (its reader fails what it had) or is stopping
-                if message[0] is not None:
-                    self._fail([message[0]])
+            conn, items = first[0], [first[1]]
+            done = False
+            while len(items) < SEND_BATCH:
+                try:
+                    nxt = self._outbox.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    done = True
+                    break
+                if nxt[0] is not conn:  # a new child since: the rest goes to it in the next message
+                    self._deliver(conn, items)
+                    conn, items = nxt[0], []
+                items.append(nxt[1])
+            self._deliver(conn, items)
+            if done:
+                return
+
+    def _deliver(self, conn: Connection, items: list[tuple[Any, ...]]) -> None:
+        try:
+            conn.send(items)
+        except Exception:  # the child died (its reader fails what it had) or is stopping
+            self._fail([item[0] for item in items if item[0] is not None])
 
     def _read(self, conn: Connection, proc: multiprocessing.process.BaseProcess) -> None:
         """Replies of one child, until its end of the pipe closes or a reply cannot be read."""
         try:
             while True:
-                message = conn.recv()
+                _, replies, transactions = conn.recv()
                 self._pause = RESTART_PAUSE  # it answers: the next death starts a new count
-                if message[0] == "batch":
-                    self.record_batch(*message[1:])
-                    continue
-                _, number, outcome, error = message
-                entry = self._pending.pop(number, None)
-                if entry is None or not entry[0].set_running_or_notify_cancel():
-                    continue  # timed out and answered 503 already: a redelivery finds it as a duplicate
-                if error is None:
-                    entry[0].set_result(outcome)
-                else:
-                    entry[0].set_exception(error)
+                for transaction in transactions:
+                    self.record_batch(*transaction)
+                for number, outcome, error in replies:
+                    entry = self._pending.pop(number, None)
+                    if entry is None or not entry[0].set_running_or_notify_cancel():
+                        continue  # timed out and answered 503 already: a redelivery finds it as a duplicate
+                    if error is None:
+                        entry[0].set_result(outcome)
+                    else:
+                        entry[0].set_exception(error)
         except (EOFError, OSError):
             pass
         except Exception as exc:

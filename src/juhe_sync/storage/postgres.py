@@ -28,7 +28,7 @@ from juhe_sync.errors import StorageError, StorageUnavailable
 from juhe_sync.logs import Throttle
 from juhe_sync.records import MessageQuery, Page
 from juhe_sync.storage import reads, search
-from juhe_sync.storage.batches import JobQueue, Outcome, WriteJob, fail, record_batch, settle
+from juhe_sync.storage.batches import JobQueue, Outcome, WriteJob, fail, record_batch, settle, started
 from juhe_sync.storage.ingest_process import IngestProcess, ProcessOptions
 from juhe_sync.storage.migrations import apply_pending
 from juhe_sync.storage.pgconn import (
@@ -131,6 +131,9 @@ class PostgresStore(SQLStore):
             open=True, timeout=READ_WAIT, check=self._check, reconnect_timeout=READ_WAIT,
         )  # fmt: skip
         self.record_batch = record_batch
+        #: write_now's connection (its callers take turns), opened on first use.
+        self._direct: psycopg.Connection[Any] | None = None
+        self._direct_lock = threading.Lock()
         self._threads = [
             threading.Thread(target=self._run, args=(q,), name=f"juhe-sync-pg-writer-{i}", daemon=True)
             for i, q in enumerate(self._queues)
@@ -158,6 +161,12 @@ class PostgresStore(SQLStore):
             index = zlib.crc32(lock_key.encode("utf-8", "surrogatepass")) % len(self._queues)
         self._queues[index].put(job)
         return job.future
+
+    def write_now(self, jobs: list[WriteJob]) -> None:
+        jobs = started(jobs)
+        if jobs:
+            with self._direct_lock:
+                self._direct = self._run_batch(self._direct, jobs)
 
     def _connect(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self.conninfo, autocommit=False, **self.options)
@@ -350,6 +359,10 @@ class PostgresStore(SQLStore):
             thread.join(max(0.0, until - time.monotonic()))
             if thread.is_alive():
                 log.warning("%s still waits for the database; closing without it", thread.name)
+        if self._direct_lock.acquire(timeout=CLOSE_WAIT):  # not behind a write that never ends
+            if self._direct is not None:
+                self._direct.close()
+            self._direct_lock.release()
         self.watchdog.close()
         self.pool.close(timeout=CLOSE_WAIT)
 

@@ -30,7 +30,7 @@ from juhe_sync.errors import StorageError
 from juhe_sync.logs import Throttle
 from juhe_sync.records import MessageQuery, Page
 from juhe_sync.storage import reads, search
-from juhe_sync.storage.batches import JobQueue, Outcome, WriteJob, fail, record_batch, settle
+from juhe_sync.storage.batches import JobQueue, Outcome, WriteJob, fail, record_batch, settle, started
 from juhe_sync.storage.ingest_process import IngestProcess, ProcessOptions, WriterLock
 from juhe_sync.storage.migrations import apply_pending
 from juhe_sync.storage.sql import ID_LOW_MASK, ID_SHIFT, Rules, id_range, run_job
@@ -156,6 +156,7 @@ class SQLiteStore(SQLStore):
         self._closed = False
         self._write_failed = Throttle(log)
         self._wconn = self._connect()
+        self._writing = threading.Lock()  # the writer thread's, or write_now's caller's, turn
         self.record_batch = record_batch
         self._thread = threading.Thread(target=self._run, name="juhe-sync-sqlite-writer", daemon=True)
         self._thread.start()
@@ -215,14 +216,22 @@ class SQLiteStore(SQLStore):
         self._queue.put(job)
         return job.future
 
+    def write_now(self, jobs: list[WriteJob]) -> None:
+        jobs = started(jobs)
+        if jobs:
+            with self._writing:
+                self._run_batch(jobs)
+
     def _run(self) -> None:
         while True:
             jobs, stop = self._queue.next_batch(self.max_batch)
             if jobs:
-                self._run_batch(jobs)
+                with self._writing:
+                    self._run_batch(jobs)
             if stop:
                 break
-        self._wconn.close()
+        with self._writing:
+            self._wconn.close()
 
     def _run_batch(self, jobs: list[WriteJob]) -> None:
         if self._lock is None:

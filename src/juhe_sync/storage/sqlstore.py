@@ -29,6 +29,7 @@ from juhe_sync.records import (
     TokenRecord,
 )
 from juhe_sync.storage import browse, journal, pulls, reads, tokens
+from juhe_sync.storage.batches import WriteJob
 from juhe_sync.storage.ingest_process import IngestProcess
 from juhe_sync.storage.leases import device_lease
 from juhe_sync.storage.sql import Applied
@@ -53,6 +54,12 @@ class SQLStore(abc.ABC):
     #: column with Python's rules (a function call per row, so only when the keyword needs it).
     contains = "{} LIKE ? ESCAPE '\\'"
     contains_unicode = "py_lower({}) LIKE ? ESCAPE '\\'"
+
+    @abc.abstractmethod
+    def write_now(self, jobs: list[WriteJob]) -> None:
+        """Run ``jobs`` in one write transaction in the calling thread, then settle their futures
+        (jobs whose futures were cancelled are left out). For the callback writer process, whose
+        one thread receives, writes and answers without handing each callback to another."""
 
     @abc.abstractmethod
     def submit(self, fn: Callable[[Any], T], lock_key: str | None = None) -> Future[T]:
@@ -99,10 +106,14 @@ class SQLStore(abc.ABC):
     def submit_event(self, event: Event, raw: str, received_at: int) -> Future[IngestOutcome]:
         if self.callback_writer is not None:
             return self.callback_writer.submit(event, raw, received_at)
-        # Normalising happens here, in the caller's thread, so the writer (the one serial part of
-        # ingest) only runs statements; it normalises again only if the device changed meanwhile.
+        return self.submit(self.ingest_job(event, raw, received_at), event.guid)
+
+    def ingest_job(self, event: Event, raw: str, received_at: int) -> journal.IngestJob:
+        """The write job of a callback (its lock key is ``event.guid``). Normalising happens here,
+        in the caller's thread, so the writer (the one serial part of ingest) only runs
+        statements; it normalises again only if the device changed meanwhile."""
         prepared = self.writer.prepare_hinted(event, received_at)
-        return self.submit(journal.IngestJob(self.writer, event, raw, received_at, prepared), event.guid)
+        return journal.IngestJob(self.writer, event, raw, received_at, prepared)
 
     # --- pull sync -------------------------------------------------------------------------
 
