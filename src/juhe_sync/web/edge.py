@@ -8,8 +8,8 @@ without anyone remembering to protect it.
 from __future__ import annotations
 
 import asyncio
+import random
 import re
-import uuid
 from collections.abc import Iterable
 
 from starlette.datastructures import QueryParams
@@ -229,7 +229,9 @@ def _request_id(scope: Scope) -> str:
             if _REQUEST_ID.match(text):
                 return text
             break
-    return uuid.uuid4().hex
+    # A label to find a request's log lines by, not a secret: the process's own generator is
+    # enough, and costs no system call per request as uuid4's did (measured under load).
+    return f"{random.getrandbits(128):032x}"
 
 
 def require_same_origin(origin: str | None, fetch_site: str | None, host: str | None) -> None:
