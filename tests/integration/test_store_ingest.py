@@ -10,6 +10,8 @@ import pytest
 
 from juhe_sync.records import MessageQuery
 from juhe_sync.service.queries import QueryService
+from juhe_sync.storage import ingest_batch
+from juhe_sync.storage.batches import WriteJob
 from juhe_sync.storage.sql import Applied
 from juhe_sync.storage.sqlstore import SQLStore
 from juhe_sync.storage.writer import Writer
@@ -198,9 +200,21 @@ def test_personal_wechat_device(store: SQLStore) -> None:
     assert (m["conversation_id"], m["type"], m["id"]) == ("S:wxid_abc", "text", "991")
 
 
-def test_a_failed_apply_leaves_no_search_entries(store: SQLStore, monkeypatch) -> None:
-    """Rows of a failed apply are rolled back, and so is anything held back for the search index."""
+@pytest.mark.parametrize("grouped", [False, True], ids=["one by one", "group first"])
+def test_a_failed_apply_leaves_no_search_entries(store: SQLStore, monkeypatch, grouped: bool) -> None:
+    """Rows of a failed apply are rolled back, and so is anything held back for the search index:
+    one callback's, and (``group first``) those of a group of callbacks written together that
+    failed after writing them, before its callbacks were written one by one."""
     real = Writer.apply
+    store.writer.group_callbacks = grouped
+    if grouped:
+        real_many = ingest_batch.ingest_many
+
+        def many_then_fail(writer, jobs, conn):
+            assert real_many(writer, jobs, conn) is not None
+            raise RuntimeError("bug after the group's rows were written")
+
+        monkeypatch.setattr(ingest_batch, "ingest_many", many_then_fail)
 
     def apply_then_fail(self, conn, device_id, prepared, journal_id, **kw):
         real(self, conn, device_id, prepared, journal_id, **kw)
@@ -209,11 +223,9 @@ def test_a_failed_apply_leaves_no_search_entries(store: SQLStore, monkeypatch) -
         return Applied()
 
     monkeypatch.setattr(Writer, "apply", apply_then_fail)
-    futures = [
-        store.submit_event(*_event("callback_11010_text_private_inbound.json")),  # fails inside apply
-        store.submit_event(*_event("callback_11010_text_room.json")),  # same batch, succeeds
-    ]
-    assert [f.result().status for f in futures] == ["failed", "stored"]
+    # One transaction: the first fails inside apply, the second succeeds.
+    names = ["callback_11010_text_private_inbound.json", "callback_11010_text_room.json"]
+    assert [o.status for o in _in_one_transaction(store, [_event(name) for name in names])] == ["failed", "stored"]
     monkeypatch.undo()
     device = store.device(GUID)
     assert device is not None
@@ -230,6 +242,12 @@ def _event(name: str):
 
     text = fixture_text(name)
     return parse_body(text), text, 1_718_100_000
+
+
+def _in_one_transaction(store: SQLStore, events: list[tuple]) -> list:
+    jobs = [WriteJob(store.ingest_job(*event), event[0].guid) for event in events]
+    store.write_now(jobs)
+    return [job.future.result() for job in jobs]
 
 
 def test_one_transaction_sees_its_own_device_changes_and_counts_exactly(store: SQLStore, monkeypatch) -> None:
@@ -254,8 +272,8 @@ def test_one_transaction_sees_its_own_device_changes_and_counts_exactly(store: S
 
     names = ["callback_11003_user_login.json", "callback_11010_text_private_outbound.json",
              "callback_11010_text_room.json", "callback_11010_text_private_inbound.json"]  # fmt: skip
-    futures = [store.submit_event(*event(name)) for name in names]  # one batch, most likely
-    assert [f.result().status for f in futures] == ["stored", "stored", "failed", "stored"]
+    outcomes = _in_one_transaction(store, [event(name) for name in names])
+    assert [o.status for o in outcomes] == ["stored", "stored", "failed", "stored"]
     monkeypatch.undo()
     assert {m["direction"] for m in messages_by_id(store).values()} == {"inbound", "outbound"}
     device = store.device(GUID)

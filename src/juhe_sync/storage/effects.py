@@ -7,7 +7,7 @@ import functools
 import json
 from typing import TYPE_CHECKING, Any
 
-from juhe_sync.records import Effects, MessageRecord
+from juhe_sync.records import ContactSeen, Effects, MessageRecord
 from juhe_sync.storage.sql import ID_SHIFT, Applied, Conn, Prepared
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ def apply_effects(
             message_id = _insert_message(writer, conn, device_id, conv_id, record, fp, index, journal_id)
             if message_id is not None:
                 applied.messages_added += 1
-                _bump(conv_delta, conv_id, 1, message_id)
+                bump(conv_delta, conv_id, 1, message_id)
     for conv_id, (count, last_id) in conv_delta.items():
         conn.execute(
             "UPDATE conversations SET message_count = message_count + ?, "
@@ -90,17 +90,22 @@ def apply_effects(
         if inserted is not None:
             contacts_added += 1
         elif seen.name:
-            # The newest name wins (ties: the larger string), so arrival order never matters;
-            # a contact filled by pull sync keeps the name the SaaS gave it.
-            conn.execute(
-                "UPDATE contacts SET name = ?, name_seen_at = ? WHERE device_id = ? AND user_id = ? "
-                "AND source = 'message' AND (name_seen_at IS NULL OR name_seen_at < ? "
-                "OR (name_seen_at = ? AND name < ?))",
-                (seen.name, seen.seen_at, device_id, seen.user_id, seen.seen_at, seen.seen_at, seen.name),
-            )
+            rename_contact(conn, device_id, seen)
     if seen_at is not None or applied.messages_added or rooms_added or contacts_added:
         writer.count(device_id, applied.messages_added, rooms_added, contacts_added, seen_at)
     return applied
+
+
+def rename_contact(conn: Conn, device_id: int, seen: ContactSeen) -> None:
+    """Give a contact seen in a message the name it had there, if that is its newest."""
+    # The newest name wins (ties: the larger string), so arrival order never matters; a contact
+    # filled by pull sync keeps the name the SaaS gave it.
+    conn.execute(
+        "UPDATE contacts SET name = ?, name_seen_at = ? WHERE device_id = ? AND user_id = ? "
+        "AND source = 'message' AND (name_seen_at IS NULL OR name_seen_at < ? "
+        "OR (name_seen_at = ? AND name < ?))",
+        (seen.name, seen.seen_at, device_id, seen.user_id, seen.seen_at, seen.seen_at, seen.name),
+    )
 
 
 def _apply_device(writer: Writer, conn: Conn, device_id: int, effects: Effects, *, replay: bool) -> None:
@@ -157,22 +162,14 @@ def _insert_message(
     message_id: int | None = None,
 ) -> int | None:
     """Insert unless the device already has this message; returns the new id or ``None``."""
-    values = (
-        device_id, conv_id, record.dedup_key, record.msg_id, record.seq, record.appinfo,
-        record.sender, record.receiver, record.room_id, record.sender_name, record.direction,
-        record.msg_type, record.type, record.content, int(record.search_text is not None),
-        record.sendtime, record.flag, record.send_flag, record.content_type,
-        json.dumps(record.at_list, ensure_ascii=False), record.quote_content, record.quote_appinfo,
-        device_id, record.msg_id, journal_id, fp,
-        *writer.dialect.extra_values(device_id, conv_id, index),
-    )  # fmt: skip
+    values = message_values(writer, device_id, conv_id, record, fp, index, journal_id)
     for _ in range(8):
         id_sql, id_param = (
             ("?", message_id)
             if message_id is not None
             else writer.dialect.message_id_expr(conn, record.sendtime)
         )
-        sql = _insert_message_sql(writer.dialect.extra_columns, id_sql)
+        sql = insert_messages_sql(writer.dialect.extra_columns, id_sql)
         row = conn.execute(sql, (id_param, *values)).fetchone()
         if row is not None:
             message_id = int(row[0])
@@ -209,7 +206,7 @@ def _replace_message(
         message_id = _insert_message(writer, conn, device_id, conv_id, record, fp, index, journal_id)
         if message_id is None:
             return 0, 0
-        _bump(conv_delta, conv_id, 1, message_id)
+        bump(conv_delta, conv_id, 1, message_id)
         return 1, 0
     old_id, old_fp, old_conv, old_searchable, old_content = old
     if old_fp == fp:
@@ -226,7 +223,7 @@ def _replace_message(
     keep_id = old_id if (old_id >> ID_SHIFT) == record.sendtime else None
     message_id = _insert_message(writer, conn, device_id, conv_id, record, fp, index, journal_id, keep_id)
     assert message_id is not None
-    _bump(conv_delta, conv_id, 1, message_id)
+    bump(conv_delta, conv_id, 1, message_id)
     return 0, 1
 
 
@@ -238,20 +235,47 @@ _MESSAGE_COLUMNS = (
 )  # fmt: skip
 
 
-@functools.lru_cache(maxsize=16)
-def _insert_message_sql(extra_columns: tuple[str, ...], id_sql: str) -> str:
-    """The message INSERT, built once per dialect and id expression rather than per message."""
+def message_values(
+    writer: Writer,
+    device_id: int,
+    conv_id: int,
+    record: MessageRecord,
+    fp: str,
+    index: Any | None,
+    journal_id: int | None,
+) -> tuple[Any, ...]:
+    """The parameters of a message's row in :func:`insert_messages_sql`, but its id's."""
+    return (
+        device_id, conv_id, record.dedup_key, record.msg_id, record.seq, record.appinfo,
+        record.sender, record.receiver, record.room_id, record.sender_name, record.direction,
+        record.msg_type, record.type, record.content, int(record.search_text is not None),
+        record.sendtime, record.flag, record.send_flag, record.content_type,
+        json.dumps(record.at_list, ensure_ascii=False), record.quote_content, record.quote_appinfo,
+        device_id, record.msg_id, journal_id, fp,
+        *writer.dialect.extra_values(device_id, conv_id, index),
+    )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=256)
+def insert_messages_sql(
+    extra_columns: tuple[str, ...], id_sql: str, rows: int = 1, keys: bool = False
+) -> str:
+    """The INSERT of ``rows`` messages, built once per dialect, id expression and row count
+    rather than per message. It returns the id of each row inserted, with ``keys`` (id, device,
+    dedup key)."""
     columns = _MESSAGE_COLUMNS + extra_columns
     # ``revoked``: a revoke may arrive before its message; the revocation row waits for it.
     marks = [id_sql] + ["?"] * (len(columns) - 1)
     marks[columns.index("revoked")] = "(SELECT count(*) FROM revocations WHERE device_id = ? AND msg_id = ?)"
+    row = f"({', '.join(marks)})"
+    returning = "id, device_id, dedup_key" if keys else "id"
     return (
-        f"INSERT INTO messages ({', '.join(columns)}) VALUES ({', '.join(marks)}) "
-        "ON CONFLICT DO NOTHING RETURNING id"
+        f"INSERT INTO messages ({', '.join(columns)}) VALUES {', '.join([row] * rows)} "
+        f"ON CONFLICT DO NOTHING RETURNING {returning}"
     )
 
 
-def _bump(delta: dict[int, list[int]], conv_id: int, count: int, message_id: int) -> None:
+def bump(delta: dict[int, list[int]], conv_id: int, count: int, message_id: int) -> None:
     entry = delta.setdefault(conv_id, [0, message_id])
     entry[0] += count
     entry[1] = max(entry[1], message_id)

@@ -28,14 +28,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import gc
 import itertools
 import logging
 import multiprocessing
 import os
-import pickle
 import queue
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -44,11 +41,11 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
-from juhe_sync import logs, metrics
-from juhe_sync.errors import ApiError, StorageError, StorageUnavailable
+from juhe_sync import metrics
+from juhe_sync.errors import StorageError, StorageUnavailable
 from juhe_sync.logs import Throttle
 from juhe_sync.records import Event, IngestOutcome
-from juhe_sync.storage.batches import WriteJob
+from juhe_sync.storage import ingest_child
 from juhe_sync.storage.sql import Rules
 
 if TYPE_CHECKING:
@@ -98,139 +95,9 @@ class WriterLock:
         os.close(self._fd)
 
 
-# --- the child ----------------------------------------------------------------------------------
-#
-# The parent sends lists of items: (number, raw, received_at, event key) for a callback; (None,
-# "retention", seconds) for the retention window; (None, "stop", None) to commit what came before
-# and exit. The child answers each transaction with ("done", [(number, outcome, error), ...],
-# [(jobs, commit seconds, transaction seconds), ...]): the callbacks it settled and, for the
-# metrics, the transactions it ran (None seconds for one that failed).
-#
-# The child has one thread: it takes whatever the pipe holds, parses and normalises it, writes it
-# as one transaction and answers it in one message. Handing each callback from a receiving thread
-# to a writer thread cost more than the writing: the two took turns at the interpreter lock at
-# every statement (see BENCHMARKS.md).
-
-#: Most callbacks the parent sends in one message (a message is pickled and written whole).
+#: Most callbacks the parent sends in one message (a message is pickled and written whole; the
+#: messages both ways are described in :mod:`juhe_sync.storage.ingest_child`).
 SEND_BATCH = 64
-
-
-class _Receiver:
-    """The child's end of the pipe, and its SIGTERM: a stop that lets the transaction under way
-    commit and be answered, and ends a wait for more at once."""
-
-    def __init__(self, conn: Connection):
-        self.conn = conn
-        self.stopping = False
-        self._waiting = False
-
-    def stop(self, signum: int, frame: Any) -> None:
-        self.stopping = True
-        if self._waiting:
-            raise SystemExit(0)
-
-    def receive(self, most: int) -> list[tuple[Any, ...]] | None:
-        """Wait for items, then take what else the pipe holds (up to about ``most``); None when
-        the parent is gone or a SIGTERM came."""
-        items: list[tuple[Any, ...]] = []
-        try:
-            self._waiting = True
-            if self.stopping:
-                return None
-            items.extend(self.conn.recv())
-            self._waiting = False
-            while len(items) < most and self.conn.poll(0):
-                items.extend(self.conn.recv())
-        except (EOFError, OSError, SystemExit):
-            return None  # the parent closed the pipe (stopping) or died, or a SIGTERM
-        finally:
-            self._waiting = False
-        return items
-
-
-def _child(conn: Connection, url: str, rules: Rules, options: ProcessOptions) -> None:
-    # Ctrl-C reaches the whole process group; the parent shuts down gracefully and still waits
-    # for commits meanwhile, so the child stops when the parent says so (or its pipe closes).
-    # SIGTERM (a supervisor's, or multiprocessing's for a child its parent left behind) stops it
-    # too, after committing and answering the transaction under way.
-    receiver = _Receiver(conn)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, receiver.stop)
-    logs.configure(options.log_level, options.log_format, options.secrets)
-    try:
-        store = _open(url, rules, options)
-    except Exception as exc:  # one line through the configured (masking) logging, no traceback
-        log.error("the callback writer process could not open the database: %s: %s", type(exc).__name__, exc)
-        os._exit(1)
-    transactions: list[tuple[int, float | None, float | None]] = []
-    store.record_batch = lambda jobs, commit, total: transactions.append((jobs, commit, total))
-    gc.collect()
-    gc.freeze()  # as the server does (see web.app.app_from_env)
-    try:
-        while not receiver.stopping:
-            items = receiver.receive(options.max_batch)
-            if items is None:
-                break
-            replies, stop = _write(store, rules, items)
-            with contextlib.suppress(OSError, ValueError):  # the parent is gone: what was
-                conn.send(("done", replies, transactions))  # committed is a duplicate when redelivered
-            transactions.clear()
-            if stop:
-                break
-    finally:
-        store.close()
-        conn.close()
-
-
-Reply = tuple[int, IngestOutcome | None, BaseException | None]
-
-
-def _write(store: SQLStore, rules: Rules, items: list[tuple[Any, ...]]) -> tuple[list[Reply], bool]:
-    """Write the callbacks among ``items`` in one transaction: (their replies, whether a stop came)."""
-    replies: list[Reply] = []
-    jobs: list[tuple[int, WriteJob]] = []
-    stop = False
-    for item in items:
-        number = item[0]
-        if number is None:
-            if item[1] == "stop":
-                stop = True
-                break
-            store.writer.retention = item[2]
-            continue
-        _, raw, received_at, key = item
-        try:
-            event = rules.parse(raw)
-            if event.key != key:
-                raise StorageError("the callback writer parsed a different event from the body")
-            jobs.append((number, WriteJob(store.ingest_job(event, raw, received_at), event.guid)))
-        except Exception as exc:
-            replies.append((number, None, exc if isinstance(exc, ApiError) else StorageError(str(exc))))
-    store.write_now([job for _, job in jobs])
-    for number, job in jobs:
-        error = job.future.exception()
-        replies.append((number, None, _portable(error)) if error else (number, job.future.result(), None))
-    return replies, stop
-
-
-def _portable(error: BaseException) -> BaseException:
-    """``error``, or a StorageError saying what it was if it cannot be pickled to the parent."""
-    try:
-        pickle.loads(pickle.dumps(error))
-    except Exception:
-        return StorageError(f"{type(error).__name__}: {error}")
-    return error
-
-
-def _open(url: str, rules: Rules, options: ProcessOptions) -> SQLStore:
-    """The child's own store on the parent's database (never with a child of its own)."""
-    if url.startswith("sqlite:"):
-        from juhe_sync.storage.sqlite import SQLiteStore, sqlite_path
-
-        return SQLiteStore(url, rules, max_batch=options.max_batch, lock=WriterLock(sqlite_path(url)))
-    from juhe_sync.storage.postgres import PostgresStore
-
-    return PostgresStore(url, rules, timeout=options.timeout)
 
 
 # --- the parent ---------------------------------------------------------------------------------
@@ -273,7 +140,7 @@ class IngestProcess:
         try:
             ours, theirs = ctx.Pipe()
             proc = ctx.Process(
-                target=_child, args=(theirs, self._url, self._rules, self._options),
+                target=ingest_child.run, args=(theirs, self._url, self._rules, self._options),
                 name="juhe-sync-callback-writer", daemon=True,
             )  # fmt: skip
             proc.start()

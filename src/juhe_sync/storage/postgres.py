@@ -29,6 +29,7 @@ from juhe_sync.logs import Throttle
 from juhe_sync.records import MessageQuery, Page
 from juhe_sync.storage import reads, search
 from juhe_sync.storage.batches import JobQueue, Outcome, WriteJob, fail, record_batch, settle, started
+from juhe_sync.storage.ingest_batch import run_jobs
 from juhe_sync.storage.ingest_process import IngestProcess, ProcessOptions
 from juhe_sync.storage.migrations import apply_pending
 from juhe_sync.storage.pgconn import (
@@ -41,7 +42,7 @@ from juhe_sync.storage.pgconn import (
     connect_options,
     is_transient,
 )
-from juhe_sync.storage.sql import ID_LOW_MASK, ID_SHIFT, Rules, id_range, run_job
+from juhe_sync.storage.sql import ID_LOW_MASK, ID_SHIFT, Rules, id_range
 from juhe_sync.storage.sqlstore import SQLStore
 from juhe_sync.storage.watchdog import Watchdog
 from juhe_sync.storage.writer import Writer
@@ -76,9 +77,14 @@ class PostgresDialect:
     def extra_values(self, device_id: int, conversation_id: int, index: Any | None) -> tuple[Any, ...]:
         return (None if index is None else search.scoped_grams(index, device_id, conversation_id),)
 
+    # The low bits come from a shared sequence inside the insert itself: no round trip of its own.
+    _ID_SQL = f"(?::bigint | (nextval('message_id_low') & {ID_LOW_MASK}))"
+
     def message_id_expr(self, conn: Any, sendtime: int) -> tuple[str, int]:
-        # The low bits come from a shared sequence inside the insert itself: no round trip of its own.
-        return f"(?::bigint | (nextval('message_id_low') & {ID_LOW_MASK}))", sendtime << ID_SHIFT
+        return self._ID_SQL, sendtime << ID_SHIFT
+
+    def message_ids(self, conn: Any, sendtimes: list[int]) -> list[tuple[str, int]]:
+        return [(self._ID_SQL, sendtime << ID_SHIFT) for sendtime in sendtimes]
 
     def index_message(
         self, conn: Any, message_id: int, device_id: int, conversation_id: int, index: Any
@@ -245,9 +251,7 @@ class PostgresStore(SQLStore):
                 for key in sorted({job.lock_key for job in jobs if job.lock_key is not None}):
                     conn.execute("SELECT pg_advisory_xact_lock(?, hashtext(?))", (_DEVICE_LOCK_SPACE, key))
                 self.writer.begin()
-                for job in jobs:
-                    result, error = run_job(conn, self.writer, job.fn, pipeline.sync)
-                    outcomes.append((job, result, error))
+                outcomes = run_jobs(conn, self.writer, jobs, pipeline.sync)
                 self.writer.before_commit(conn)
             committing = time.perf_counter()
             watch.rearm()

@@ -56,6 +56,10 @@ class Dialect(Protocol):
         the insert's ``RETURNING id`` tells the value."""
         ...
 
+    def message_ids(self, conn: Conn, sendtimes: list[int]) -> list[tuple[str, int]]:
+        """:meth:`message_id_expr` for several new messages of one statement, in order."""
+        ...
+
     def is_transient(self, exc: BaseException) -> bool:
         """A lock wait, deadlock or lost connection: retry the transaction, never journal it as failed."""
         ...

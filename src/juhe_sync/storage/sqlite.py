@@ -31,9 +31,10 @@ from juhe_sync.logs import Throttle
 from juhe_sync.records import MessageQuery, Page
 from juhe_sync.storage import reads, search
 from juhe_sync.storage.batches import JobQueue, Outcome, WriteJob, fail, record_batch, settle, started
+from juhe_sync.storage.ingest_batch import run_jobs
 from juhe_sync.storage.ingest_process import IngestProcess, ProcessOptions, WriterLock
 from juhe_sync.storage.migrations import apply_pending
-from juhe_sync.storage.sql import ID_LOW_MASK, ID_SHIFT, Rules, id_range, run_job
+from juhe_sync.storage.sql import ID_LOW_MASK, ID_SHIFT, Rules, id_range
 from juhe_sync.storage.sqlstore import SQLStore
 from juhe_sync.storage.writer import Writer
 
@@ -74,6 +75,21 @@ class SQLiteDialect:
 
     def message_id_expr(self, conn: Any, sendtime: int) -> tuple[str, int]:
         return "?", self._allocate(conn, sendtime)
+
+    def message_ids(self, conn: Any, sendtimes: list[int]) -> list[tuple[str, int]]:
+        # The transaction holds the database's write lock: after the first id of a second, the
+        # next ones follow without asking again.
+        following: dict[int, int] = {}
+        ids: list[tuple[str, int]] = []
+        for sendtime in sendtimes:
+            message_id = following.get(sendtime)
+            if message_id is None:
+                message_id = self._allocate(conn, sendtime)
+            elif message_id > (sendtime << ID_SHIFT) | ID_LOW_MASK:
+                raise OverflowError(f"more than {ID_LOW_MASK + 1} messages in second {sendtime}")
+            following[sendtime] = message_id + 1
+            ids.append(("?", message_id))
+        return ids
 
     def _allocate(self, conn: Any, sendtime: int) -> int:
         lo = sendtime << ID_SHIFT
@@ -168,7 +184,10 @@ class SQLiteStore(SQLStore):
     # --- connections -----------------------------------------------------------------------
 
     def _connect(self, *, readonly: bool = False) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=60)
+        # The statement cache holds the multi-row shapes of grouped callbacks (see ingest_batch).
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=60, cached_statements=256
+        )
         conn.execute("PRAGMA busy_timeout = 60000")
         conn.create_function("py_lower", 1, _lower, deterministic=True)
         if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
@@ -255,9 +274,7 @@ class SQLiteStore(SQLStore):
         try:
             conn.execute("BEGIN IMMEDIATE")
             self.writer.begin()
-            for job in jobs:
-                result, error = run_job(conn, self.writer, job.fn)
-                outcomes.append((job, result, error))
+            outcomes = run_jobs(conn, self.writer, jobs)
             self.writer.before_commit(conn)
             committing = time.perf_counter()
             conn.execute("COMMIT")

@@ -55,6 +55,9 @@ class Writer:
         self.device_hints: dict[str, tuple[str | None, str]] = {}
         #: Seconds messages are kept (``JUHE_SYNC_RETENTION_DAYS``); None: forever.
         self.retention: int | None = None
+        #: Write the callbacks of a transaction together (see :mod:`juhe_sync.storage.ingest_batch`);
+        #: off only to compare with writing them one by one.
+        self.group_callbacks = True
         self._tx = threading.local()
 
     def oldest_kept(self, conn: Conn, device_id: int) -> int | None:
