@@ -305,18 +305,33 @@ def test_replay_refuses_a_body_that_no_longer_matches_its_key(store: SQLStore) -
     assert snapshot(store)["messages"] == before["messages"]
 
 
-def test_a_database_error_in_apply_is_journalled_as_failed_on_every_backend(store: SQLStore, monkeypatch) -> None:
+@pytest.mark.parametrize("grouped", [False, True], ids=["one by one", "group first"])
+def test_a_database_error_in_apply_is_journalled_as_failed_on_every_backend(
+    store: SQLStore, monkeypatch, grouped: bool
+) -> None:
     """The database refusing what an apply wrote (on PostgreSQL only at the pipeline's sync, after
     the job returned) journals the callback as failed and acknowledges it; replay applies it later.
-    Before, PostgreSQL answered 500 and the platform would redeliver it forever."""
+    Before, PostgreSQL answered 500 and the platform would redeliver it forever. ``group first``:
+    the database refuses the callbacks written together too, and then the callback alone."""
     real = Writer.apply
+    refuse = "INSERT INTO leases (name, owner, expires_at) VALUES ('refused', NULL, 0)"  # NOT NULL
 
     def apply_then_refused(self, conn, device_id, prepared, journal_id, **kw):
         applied = real(self, conn, device_id, prepared, journal_id, **kw)
-        conn.execute("INSERT INTO leases (name, owner, expires_at) VALUES ('refused', NULL, 0)")  # NOT NULL
+        conn.execute(refuse)
         return applied
 
     monkeypatch.setattr(Writer, "apply", apply_then_refused)
+    store.writer.group_callbacks = grouped
+    if grouped:
+        real_many = ingest_batch.ingest_many
+
+        def many_then_refused(writer, jobs, conn):
+            outcomes = real_many(writer, jobs, conn)
+            conn.execute(refuse)
+            return outcomes
+
+        monkeypatch.setattr(ingest_batch, "ingest_many", many_then_refused)
     bad = store.submit_event(*_event("callback_11010_text_private_inbound.json"))
     assert bad.result(timeout=30).status == "failed"
     status = QueryService(store).sync_status(GUID)

@@ -38,10 +38,11 @@ LADDER = (64, 32, 16, 8, 4, 2, 1)
 def run_jobs(
     conn: Conn, writer: Writer, jobs: list[WriteJob], sync: Callable[[], None] | None = None
 ) -> list[Outcome]:
-    """The jobs of a transaction: callbacks together when every job is one (in one savepoint),
-    else, or when that fails, each job in a savepoint of its own (see :func:`run_job`)."""
+    """The jobs of a transaction: callbacks together when every job is one (in one savepoint;
+    a single callback's messages together too), else, or when that fails, each job in a
+    savepoint of its own (see :func:`run_job`)."""
     callbacks = [job.fn for job in jobs if isinstance(job.fn, IngestJob)]
-    if len(jobs) > 1 and writer.group_callbacks and len(callbacks) == len(jobs):
+    if callbacks and writer.group_callbacks and len(callbacks) == len(jobs):
         group = functools.partial(ingest_many, writer, callbacks)
         results, error = run_job(conn, writer, group, sync)
         if error is None and results is not None:
