@@ -1,9 +1,9 @@
 """The embedded SQLite backend.
 
 One writer thread owns the only writing connection. Callers hand it ``fn(conn)`` jobs; it drains
-whatever is queued, runs the jobs in one ``BEGIN IMMEDIATE`` transaction (each in its own savepoint,
-so one failing job never takes the others down), commits once, and only then resolves the jobs'
-futures. That is group commit: with ``synchronous=FULL`` in WAL mode every acknowledged callback is
+whatever is queued, runs the jobs in one ``BEGIN IMMEDIATE`` transaction (callbacks together, see
+:mod:`~juhe_sync.storage.ingest_batch`; other jobs each in its own savepoint, so one failing job
+never takes the others down), commits once, and only then resolves the jobs' futures. That is group commit: with ``synchronous=FULL`` in WAL mode every acknowledged callback is
 on disk, and a burst of N callbacks costs one fsync instead of N. Reads take one of a fixed pool
 of connections and never wait for the writer (WAL).
 
