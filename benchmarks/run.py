@@ -45,6 +45,8 @@ from juhe_sync.storage.sqlstore import SQLStore  # noqa: E402
 console = Console()
 #: The device wrk_callback.lua sends to.
 INGEST_GUID = "bench-ingest"
+#: Runs of each ingest measurement on each server (alternating): the median is reported.
+RUNS = 5
 SEED = 20261129
 
 
@@ -419,7 +421,7 @@ THREAD_WRITER = {"JUHE_SYNC_CALLBACK_WRITER_PROCESS": "0"}
 def run_ingest(
     base: str, results: dict[str, Any], seconds: int, bare_port: int, store: SQLStore, baseline: Server | None
 ) -> None:
-    """Each ingest run three times, alternating with the same run against ``baseline`` (the
+    """Each ingest run :data:`RUNS` times, alternating with the same run against ``baseline`` (the
     writer thread): medians of both, so that what the machine does meanwhile hits both alike."""
     run = f"r{int(time.time())}"
     ingest = results["ingest"]
@@ -427,8 +429,12 @@ def run_ingest(
         ingest["bare ASGI app (parse JSON, 200)"] = wrk(bare, "/callback", "single", seconds, 16, run)
     ingest["http stack limit (parse only)"] = wrk(base, "/_bench/parse", "single", seconds, 16, run)
     for name, mode in (("single 11010 callbacks", "single"), ("11013 batches of 50", "batch")):
+        # Warm-up, not counted: the first seconds of a server read its indexes in from disk.
+        for server in (base, baseline.base if baseline else None):
+            if server is not None:
+                wrk(server, "/callback", mode, 3, 16, run)
         ours, theirs = [], []
-        for _ in range(3 if baseline else 1):
+        for _ in range(RUNS if baseline else 1):
             ours.append(wrk(base, "/callback", mode, seconds, 16, run))
             if baseline:
                 theirs.append(wrk(baseline.base, "/callback", mode, seconds, 16, run))
