@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from juhe_sync.ingest.envelope import parse_body
-from juhe_sync.records import IngestOutcome
+from juhe_sync.records import IngestOutcome, MessageQuery
 from juhe_sync.service.stores import open_store
 from juhe_sync.storage import ingest_batch
 from juhe_sync.storage.batches import WriteJob
@@ -66,8 +66,26 @@ def _collisions() -> list[str]:
     return [*same_second, same_second[0], *renamed, *room, _single(twice), in_batch, too_old, too_old]
 
 
-def _write(store: SQLStore, bodies: list[str], sizes: list[int]) -> list[IngestOutcome]:
-    """``bodies`` in transactions of ``sizes`` callbacks (the last size repeats)."""
+def _renames() -> list[str]:
+    """Contacts of :func:`_collisions` seen again, in a later transaction: a newer name, an
+    older one, and two names seen in the same second (the larger string wins)."""
+    t = 1_718_000_000
+    return [
+        _single(_message(50, sender="7881300000777", name="更新的名字", sendtime=t + 70)),
+        _single(_message(51, sender="78813000000000", name="早先", sendtime=t - 100)),
+        _single(_message(52, sender="7881300000888", name="甲", sendtime=t + 80)),
+        _single(_message(53, sender="7881300000888", name="乙", sendtime=t + 80)),
+        _single(_message(54, sender="7881300000888", name="Zed", sendtime=t + 80)),
+    ]
+
+
+def _collisions_then_renames() -> list[str]:
+    return _collisions() + _renames()
+
+
+def _write(store: SQLStore, bodies: list[str], sizes: list[int], first: int = 0) -> list[IngestOutcome]:
+    """``bodies`` in transactions of ``sizes`` callbacks (the last size repeats), received a
+    second apart from the ``first``-th second on."""
     outcomes: list[IngestOutcome] = []
     start = 0
     for size in iter_sizes(sizes):
@@ -77,7 +95,9 @@ def _write(store: SQLStore, bodies: list[str], sizes: list[int]) -> list[IngestO
         jobs = []
         for n, text in enumerate(chunk):
             event = parse_body(text)
-            jobs.append(WriteJob(store.ingest_job(event, text, 1_718_100_000 + start + n), event.guid))
+            jobs.append(
+                WriteJob(store.ingest_job(event, text, 1_718_100_000 + first + start + n), event.guid)
+            )
         store.write_now(jobs)
         outcomes.extend(job.future.result() for job in jobs)
         start += size
@@ -118,6 +138,20 @@ def _rows(store: SQLStore) -> dict[str, Any]:
     return store.read(run)
 
 
+#: Keywords of one and two characters, and longer, in the fixtures and the messages above.
+KEYWORDS = ("报", "报价", "第3条", "合同", "在", "hello")
+
+
+def _found(store: SQLStore, guid: str) -> dict[str, list[str]]:
+    """What a search finds, keyword by keyword: the search index holds the same entries."""
+    device = store.device(guid)
+    assert device is not None
+    return {
+        keyword: [m["id"] for m in store.messages(MessageQuery(device.id, keyword=keyword, limit=100)).items]
+        for keyword in KEYWORDS
+    }
+
+
 @pytest.fixture
 def pair(database_url: str, tmp_path: Path) -> Iterator[tuple[SQLStore, SQLStore]]:
     """A store that writes callbacks together and one that writes them one by one."""
@@ -141,6 +175,7 @@ CASES = {
     "mixed": (_bodies, [7, 3, 11]),
     "all in one": (_bodies, [200]),
     "collisions in one": (_collisions, [200]),
+    "renamed in a later one": (_collisions_then_renames, [len(_collisions()), 200]),
 }
 
 
@@ -172,7 +207,12 @@ def test_written_together_the_rows_are_those_written_one_by_one(
         assert True in groups and False in groups
         assert case == "mixed" or len(groups) == len(bodies)  # a single callback goes this way too
     else:
-        assert groups == {"all in one": [False], "collisions in one": [True]}[case]
+        assert (
+            groups
+            == {"all in one": [False], "collisions in one": [True], "renamed in a later one": [True, True]}[
+                case
+            ]
+        )
     alone = _write(single, bodies, sizes)
     assert [(o.status, o.messages_added, o.pulls, o.skipped) for o in together] == [
         (o.status, o.messages_added, o.pulls, o.skipped) for o in alone
@@ -180,8 +220,9 @@ def test_written_together_the_rows_are_those_written_one_by_one(
     assert _rows(grouped) == _rows(single)
     for guid in (GUID, OTHER) if make is _bodies else (OTHER,):
         assert snapshot(grouped, guid) == snapshot(single, guid)
+        assert _found(grouped, guid) == _found(single, guid)
     statuses = [o.status for o in together]
-    assert statuses.count("failed") == 0 and statuses[-1] == "duplicate"
+    assert statuses.count("failed") == 0 and "duplicate" in statuses
     # Redelivered, everything is a duplicate and nothing changes.
     before = _rows(grouped)
     assert {o.status for o in _write(grouped, bodies, sizes)} == {"duplicate"}
@@ -198,12 +239,12 @@ def test_what_is_stored_in_a_group(pair: tuple[SQLStore, SQLStore], monkeypatch:
     rows = _rows(grouped)
     names = {user: (name, seen) for guid, user, name, _, _, seen in rows["contacts"] if guid == OTHER}
     assert names["7881300000777"] == ("新名字", 1_718_000_050)
-    assert [
-        r for r in rows["messages"] if r[1] == "in-two-events"
-    ]  # stored once (unique key), from one event
-    assert [r[3] for r in rows["journal"] if r[0] == OTHER].count(
-        True
-    ) == 1  # the refused one keeps only its key
+    # One message in two events of one transaction: stored once, from the first of them.
+    (twice,) = [r for r in rows["messages"] if r[1] == "in-two-events"]
+    first = next(b for b in _collisions() if "in-two-events" in b)
+    assert twice[5] == parse_body(first).key
+    refused = [r[3] for r in rows["journal"] if r[0] == OTHER]
+    assert refused.count(True) == 1  # the callback whose messages are too old keeps only its key
     device = grouped.device(OTHER)
     assert device is not None and device.messages_count == 5 + 3 + 3 + 2 and device.rooms_count == 1
 
@@ -222,9 +263,38 @@ def test_a_group_that_fails_is_written_one_by_one(pair: tuple[SQLStore, SQLStore
 
     monkeypatch.setattr(ingest_batch, "ingest_many", fail_after_writing)
     bodies = _collisions()
-    assert {o.status for o in _write(grouped, bodies, [200])} <= {"stored", "duplicate"}
+    together = _write(grouped, bodies, [200])
     assert attempts == [len(bodies)]
     monkeypatch.undo()
-    _write(single, bodies, [200])
+    alone = _write(single, bodies, [200])
+    assert [(o.status, o.messages_added) for o in together] == [(o.status, o.messages_added) for o in alone]
+    assert "stored" in {o.status for o in together}
     assert _rows(grouped) == _rows(single)
     assert snapshot(grouped, OTHER) == snapshot(single, OTHER)
+    assert _found(grouped, OTHER) == _found(single, OTHER)
+
+
+def test_a_message_id_taken_meanwhile_is_written_one_by_one(
+    pair: tuple[SQLStore, SQLStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A message whose id was taken (on PostgreSQL, a concurrent writer's in the same second)
+    is not inserted and is not a duplicate either: the group gives up, and written one by one
+    the message gets another id."""
+    grouped, single = pair
+    bodies = _collisions()
+    _write(grouped, bodies[:1], [1])
+    taken = grouped.read(lambda conn: conn.execute("SELECT max(id) FROM messages").fetchone()[0])
+    monkeypatch.setattr(
+        grouped.writer.dialect, "message_ids", lambda conn, sendtimes: [("?", taken)] * len(sendtimes)
+    )
+    attempts = []
+    real = ingest_batch.ingest_many
+    monkeypatch.setattr(ingest_batch, "ingest_many", lambda *a: attempts.append(1) or real(*a))
+    together = _write(grouped, bodies[1:], [200], first=1)
+    assert attempts == [1]
+    monkeypatch.undo()
+    alone = _write(single, bodies, [1, 200])
+    assert [(o.status, o.messages_added) for o in together] == [
+        (o.status, o.messages_added) for o in alone[1:]
+    ]
+    assert _rows(grouped) == _rows(single)

@@ -90,20 +90,21 @@ def apply_effects(
         if inserted is not None:
             contacts_added += 1
         elif seen.name:
-            rename_contact(conn, device_id, seen)
+            rename_contact(writer, conn, device_id, seen)
     if seen_at is not None or applied.messages_added or rooms_added or contacts_added:
         writer.count(device_id, applied.messages_added, rooms_added, contacts_added, seen_at)
     return applied
 
 
-def rename_contact(conn: Conn, device_id: int, seen: ContactSeen) -> None:
+def rename_contact(writer: Writer, conn: Conn, device_id: int, seen: ContactSeen) -> None:
     """Give a contact seen in a message the name it had there, if that is its newest."""
-    # The newest name wins (ties: the larger string), so arrival order never matters; a contact
-    # filled by pull sync keeps the name the SaaS gave it.
+    # The newest name wins (ties: the larger string, by code point on every backend and in
+    # ingest_batch), so arrival order never matters; a contact filled by pull sync keeps the
+    # name the SaaS gave it.
     conn.execute(
         "UPDATE contacts SET name = ?, name_seen_at = ? WHERE device_id = ? AND user_id = ? "
         "AND source = 'message' AND (name_seen_at IS NULL OR name_seen_at < ? "
-        "OR (name_seen_at = ? AND name < ?))",
+        f"OR (name_seen_at = ? AND name{writer.dialect.bytewise} < ?))",
         (seen.name, seen.seen_at, device_id, seen.user_id, seen.seen_at, seen.seen_at, seen.name),
     )
 

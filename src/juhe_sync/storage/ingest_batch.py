@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from juhe_sync.logs import Throttle
-from juhe_sync.records import ContactSeen, IngestOutcome
+from juhe_sync.records import ContactSeen, IngestOutcome, MessageRecord
 from juhe_sync.storage import effects
 from juhe_sync.storage.batches import Outcome, WriteJob
 from juhe_sync.storage.journal import IngestJob
@@ -81,7 +81,7 @@ def ingest_many(writer: Writer, jobs: list[IngestJob], conn: Conn) -> list[Inges
     new = _journal(conn, callbacks)
     _messages(writer, conn, new)
     rooms = _rooms(conn, new)
-    contacts = _contacts(conn, new)
+    contacts = _contacts(writer, conn, new)
     for cb in new:
         if cb.refused and not cb.added:  # as ingest() does: keep only the key
             conn.execute("UPDATE journal SET body = '' WHERE id = ?", (cb.journal_id,))
@@ -118,14 +118,16 @@ def _journal(conn: Conn, callbacks: list[_Callback]) -> list[_Callback]:
 
 def _messages(writer: Writer, conn: Conn, callbacks: list[_Callback]) -> None:
     """Insert the messages of the new callbacks (dedup, retention, conversations, search index)."""
-    rows: list[tuple[_Callback, int, Any, str, Any]] = []  # (callback, device, record, fp, index)
+    rows: list[tuple[_Callback, int, MessageRecord, str, Any]] = []  # (callback, device, record, fp, index)
+    keys: set[tuple[int, str]] = set()
     for cb in callbacks:
         found = cb.prepared
         oldest = writer.oldest_kept(conn, cb.device_id) if found.effects.messages else None
         for record, fp, index in zip(found.effects.messages, found.fingerprints, found.index, strict=True):
             if oldest is not None and record.sendtime < oldest:
                 cb.refused += 1
-            else:
+            elif (cb.device_id, record.dedup_key) not in keys:  # a later copy is a duplicate
+                keys.add((cb.device_id, record.dedup_key))
                 rows.append((cb, cb.device_id, record, fp, index))
     if not rows:
         return
@@ -161,9 +163,10 @@ def _messages(writer: Writer, conn: Conn, callbacks: list[_Callback]) -> None:
                 writer.dialect.index_message(conn, message_id, device, conv_id, index)
     for chunk_delta in _chunks(list(delta.items())):
         conn.execute(
-            "UPDATE conversations SET message_count = message_count + d.column2, last_message_id = CASE "
-            "WHEN last_message_id IS NULL OR last_message_id < d.column3 THEN d.column3 ELSE last_message_id END "
-            "FROM (VALUES " + _marks(len(chunk_delta), "(CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT))")
+            "UPDATE conversations SET message_count = message_count + d.column2, "
+            "last_message_id = CASE WHEN last_message_id IS NULL OR last_message_id < d.column3 "
+            "THEN d.column3 ELSE last_message_id END FROM (VALUES "
+            + _marks(len(chunk_delta), "(CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT))")
             + ") AS d WHERE conversations.id = d.column1",
             [v for conv_id, (count, last) in chunk_delta for v in (conv_id, count, last)],
         )  # fmt: skip
@@ -193,7 +196,8 @@ def _conversation_ids(conn: Conn, keys: list[tuple[int, str]]) -> dict[tuple[int
     found: dict[tuple[int, str], int] = {}
     for device, chunk in _by_device(keys):
         rows = conn.execute(
-            f"SELECT id, conv_key FROM conversations WHERE device_id = ? AND conv_key IN ({_marks(len(chunk))})",
+            "SELECT id, conv_key FROM conversations WHERE device_id = ? "
+            f"AND conv_key IN ({_marks(len(chunk))})",
             [device, *chunk],
         ).fetchall()
         found.update({(device, conv_key): int(conv_id) for conv_id, conv_key in rows})
@@ -226,7 +230,7 @@ def _rooms(conn: Conn, callbacks: list[_Callback]) -> dict[int, int]:
     return added
 
 
-def _contacts(conn: Conn, callbacks: list[_Callback]) -> dict[int, int]:
+def _contacts(writer: Writer, conn: Conn, callbacks: list[_Callback]) -> dict[int, int]:
     """Contacts named by the new callbacks; contacts added per device.
 
     One by one, the first sighting of a contact inserts it and each later one with a name
@@ -259,7 +263,7 @@ def _contacts(conn: Conn, callbacks: list[_Callback]) -> dict[int, int]:
             added[int(device)] = added.get(int(device), 0) + 1
     for (device, user_id), seen in newest.items():
         if (device, user_id) not in inserted:
-            effects.rename_contact(conn, device, seen)
+            effects.rename_contact(writer, conn, device, seen)
     return added
 
 

@@ -39,36 +39,35 @@ log = logging.getLogger("juhe_sync.storage")
 # every statement (see BENCHMARKS.md).
 
 
+#: Seconds a wait for callbacks sleeps before it looks again whether a SIGTERM came.
+STOP_CHECK = 0.5
+
+
 class _Receiver:
-    """The child's end of the pipe, and its SIGTERM: a stop that lets the transaction under way
-    commit and be answered, and ends a wait for more at once."""
+    """The child's end of the pipe, and its SIGTERM: a stop, noticed between transactions, that
+    lets the transaction under way commit and be answered."""
 
     def __init__(self, conn: Connection):
         self.conn = conn
         self.stopping = False
-        self._waiting = False
 
     def stop(self, signum: int, frame: Any) -> None:
         self.stopping = True
-        if self._waiting:
-            raise SystemExit(0)
 
     def receive(self, most: int) -> list[tuple[Any, ...]] | None:
-        """Wait for items, then take what else the pipe holds (up to about ``most``); None when
-        the parent is gone or a SIGTERM came."""
+        """Wait for items, then take what else the pipe holds (up to about ``most``); None once
+        a SIGTERM came or the parent is gone with nothing left to read."""
         items: list[tuple[Any, ...]] = []
         try:
-            self._waiting = True
-            if self.stopping:
-                return None
+            while not self.conn.poll(STOP_CHECK):
+                if self.stopping:
+                    return None
             items.extend(self.conn.recv())
-            self._waiting = False
             while len(items) < most and self.conn.poll(0):
                 items.extend(self.conn.recv())
-        except (EOFError, OSError, SystemExit):
-            return None  # the parent closed the pipe (stopping) or died, or a SIGTERM
-        finally:
-            self._waiting = False
+        except (EOFError, OSError):
+            self.stopping = True  # the parent closed the pipe (stopping) or died
+            return items or None  # what came before is still written: nothing is lost
         return items
 
 

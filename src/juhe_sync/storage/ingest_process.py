@@ -5,15 +5,16 @@ In one process, the writer threads and the HTTP event loop share one interpreter
 SQLite writer spent about two thirds of its time waiting so (see BENCHMARKS.md). Here a child
 process opens its own store on the same database and writes callbacks with one thread: it takes
 whatever callbacks the pipe holds, writes them in one transaction (group commit, as the writer
-threads do) and answers them in one message; the parent resolves each callback's future then. Everything else the parent writes (pull sync, tokens, leases, retention) stays
-on the parent's own writers: the database keeps the two apart as it keeps several processes apart.
+threads do) and answers them in one message; the parent resolves each callback's future then.
+Everything else the parent writes (pull sync, tokens, leases, retention) stays on the parent's own
+writers: the database keeps the two apart as it keeps several processes apart.
 
 On SQLite both writers take an exclusive ``flock`` on ``<database>-writer.lock`` around each
-transaction: SQLite would serialise them anyway, but its busy handler polls in sleeps of up to
-100 ms, so under a flood of callbacks the parent's occasional job could wait for seconds. A
-blocked ``flock`` wakes as soon as the lock is released (the waiters race for it, and with two
-writers the one that just released it is busy answering its callbacks), and the kernel drops the
-lock of a process that dies holding it.
+transaction: SQLite would serialise them anyway, but its busy handler polls in sleeps of up to 100
+ms, so under a flood of callbacks the parent's occasional job could wait for seconds. A blocked
+``flock`` wakes as soon as the lock is released (the waiters race for it, and with two writers the
+one that just released it is busy answering its callbacks), and the kernel drops the lock of a
+process that dies holding it.
 
 The parent sends only the body (the child parses it again: cheap, and a string cannot fail to
 pickle) from a sender thread of its own, so that neither a large body nor a child that is slow to
@@ -290,12 +291,15 @@ class IngestProcess:
             if conn is not None:
                 self._outbox.put((conn, (None, "stop", None)))
         self._outbox.put(None)
-        self._sender.join()
+        wait = self._options.timeout + 5  # its last transaction, then its exit
+        deadline = time.monotonic() + wait
+        # The sender may be blocked on a full pipe while the child writes: bounded, like the rest.
+        self._sender.join(wait)
         if proc is None:
             return
-        wait = self._options.timeout + 5  # its last transaction, then its exit
-        proc.join(wait)  # its replies are read meanwhile; the reader ends at its exit
+        proc.join(max(0.0, deadline - time.monotonic()))  # its replies are read meanwhile
         if proc.is_alive():
             log.error("the callback writer did not stop in %g s; killing it", wait)
-            proc.kill()
+            proc.kill()  # the sender's write to it fails, and what it held gets 503
             proc.join()
+        self._sender.join(5)

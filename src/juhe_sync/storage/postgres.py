@@ -58,6 +58,7 @@ _DEVICE_LOCK_SPACE = 7_260_416
 
 class PostgresDialect:
     extra_columns: tuple[str, ...] = ("grams",)
+    bytewise = ' COLLATE "C"'  # the database's own collation may sort by language
 
     def is_transient(self, exc: BaseException) -> bool:
         return is_transient(exc)
@@ -170,7 +171,9 @@ class PostgresStore(SQLStore):
 
     def write_now(self, jobs: list[WriteJob]) -> None:
         jobs = started(jobs)
-        if jobs:
+        if jobs and self._closed:
+            fail(jobs, StorageError("the store is closed"))
+        elif jobs:
             with self._direct_lock:
                 self._direct = self._run_batch(self._direct, jobs)
 

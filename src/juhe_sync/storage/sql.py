@@ -44,6 +44,8 @@ class Dialect(Protocol):
 
     #: Columns of ``messages`` only this backend has (e.g. PostgreSQL's search grams).
     extra_columns: tuple[str, ...]
+    #: What follows a text column to compare it by code point, as Python compares strings.
+    bytewise: str
 
     def text_index(self, text: str) -> Any:
         """What the search index stores for ``text``, wherever it is: pure, computed before the write."""
@@ -57,7 +59,8 @@ class Dialect(Protocol):
         ...
 
     def message_ids(self, conn: Conn, sendtimes: list[int]) -> list[tuple[str, int]]:
-        """:meth:`message_id_expr` for several new messages of one statement, in order."""
+        """:meth:`message_id_expr` for several new messages of one statement, in order (the SQL
+        is the same for every one of them: one multi-row statement holds them)."""
         ...
 
     def is_transient(self, exc: BaseException) -> bool:

@@ -3,9 +3,10 @@
 One writer thread owns the only writing connection. Callers hand it ``fn(conn)`` jobs; it drains
 whatever is queued, runs the jobs in one ``BEGIN IMMEDIATE`` transaction (callbacks together, see
 :mod:`~juhe_sync.storage.ingest_batch`; other jobs each in its own savepoint, so one failing job
-never takes the others down), commits once, and only then resolves the jobs' futures. That is group commit: with ``synchronous=FULL`` in WAL mode every acknowledged callback is
-on disk, and a burst of N callbacks costs one fsync instead of N. Reads take one of a fixed pool
-of connections and never wait for the writer (WAL).
+never takes the others down), commits once, and only then resolves the jobs' futures. That is group
+commit: with ``synchronous=FULL`` in WAL mode every acknowledged callback is on disk, and a burst
+of N callbacks costs one fsync instead of N. Reads take one of a fixed pool of connections and
+never wait for the writer (WAL).
 
 A server's store hands callbacks to a child process instead, which runs the same writer with an
 interpreter lock of its own; both writers then take turns through a lock file (see
@@ -63,6 +64,7 @@ def _lower(value: Any) -> Any:
 
 class SQLiteDialect:
     extra_columns: tuple[str, ...] = ()
+    bytewise = ""  # BINARY, the default: UTF-8 bytes sort by code point
 
     def is_transient(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
@@ -184,9 +186,14 @@ class SQLiteStore(SQLStore):
     # --- connections -----------------------------------------------------------------------
 
     def _connect(self, *, readonly: bool = False) -> sqlite3.Connection:
-        # The statement cache holds the multi-row shapes of grouped callbacks (see ingest_batch).
+        # The writer's statement cache also holds the multi-row shapes of callbacks written
+        # together (see ingest_batch); 128 is the module's default.
         conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=60, cached_statements=256
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=60,
+            cached_statements=128 if readonly else 256,
         )
         conn.execute("PRAGMA busy_timeout = 60000")
         conn.create_function("py_lower", 1, _lower, deterministic=True)
@@ -237,7 +244,9 @@ class SQLiteStore(SQLStore):
 
     def write_now(self, jobs: list[WriteJob]) -> None:
         jobs = started(jobs)
-        if jobs:
+        if jobs and self._closed:
+            fail(jobs, StorageError("the store is closed"))
+        elif jobs:
             with self._writing:
                 self._run_batch(jobs)
 

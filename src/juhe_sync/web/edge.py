@@ -219,6 +219,8 @@ def _under(path: str, prefixes: tuple[str, ...]) -> bool:
 
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+#: The generator of request ids: its own, so that nothing seeding the shared one repeats them.
+_IDS = random.Random()
 
 
 def _request_id(scope: Scope) -> str:
@@ -231,7 +233,7 @@ def _request_id(scope: Scope) -> str:
             break
     # A label to find a request's log lines by, not a secret: the process's own generator is
     # enough, and costs no system call per request as uuid4's did (measured under load).
-    return f"{random.getrandbits(128):032x}"
+    return f"{_IDS.getrandbits(128):032x}"
 
 
 def require_same_origin(origin: str | None, fetch_site: str | None, host: str | None) -> None:
