@@ -73,7 +73,8 @@ def ingest_many(writer: Writer, jobs: list[IngestJob], conn: Conn) -> list[Inges
         writer.device_hints[job.event.guid] = (account, kind)
         prepared = job.prepared
         if prepared is None or prepared.account != account or prepared.kind != kind:
-            prepared = writer.prepare(job.event, account, kind, job.received_at)
+            # Kept: written one by one after all, the callback need not be normalised again.
+            prepared = job.prepared = writer.prepare(job.event, account, kind, job.received_at)
         found = prepared.effects
         if found.device is not None or found.device_kind is not None or found.revokes:
             return None

@@ -9,6 +9,7 @@ import gc
 import logging
 import os
 import pickle
+import select
 import signal
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
@@ -58,12 +59,15 @@ class _Receiver:
         """Wait for items, then take what else the pipe holds (up to about ``most``); None once
         a SIGTERM came or the parent is gone with nothing left to read."""
         items: list[tuple[Any, ...]] = []
+        # select() on the pipe itself: Connection.poll builds a selector at every call, and this
+        # asks once per callback. A message is read whole, so a readable pipe holds the next one.
+        pipe = [self.conn.fileno()]
         try:
-            while not self.conn.poll(STOP_CHECK):
+            while not select.select(pipe, [], [], STOP_CHECK)[0]:
                 if self.stopping:
                     return None
             items.extend(self.conn.recv())
-            while len(items) < most and self.conn.poll(0):
+            while len(items) < most and select.select(pipe, [], [], 0)[0]:
                 items.extend(self.conn.recv())
         except (EOFError, OSError):
             self.stopping = True  # the parent closed the pipe (stopping) or died
