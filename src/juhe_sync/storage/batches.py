@@ -62,19 +62,24 @@ class JobQueue:
         first = self._jobs.get()
         if first is STOP:
             return [], True
-        batch = [first]
-        stop = False
-        while len(batch) < most:
-            try:
-                job = self._jobs.get_nowait()
-            except queue.Empty:
-                break
-            if job is STOP:
-                stop = True
-                break
-            batch.append(job)
+        batch, stop = drain(self._jobs, first, most, STOP)
         self._depth.dec(len(batch))
         return started(batch), stop
+
+
+def drain(items: queue.SimpleQueue[Any], first: Any, most: int, end: object) -> tuple[list[Any], bool]:
+    """``first`` and whatever else ``items`` holds, up to ``most`` in all, stopping at ``end``:
+    (them, whether ``end`` was taken)."""
+    taken = [first]
+    while len(taken) < most:
+        try:
+            item = items.get_nowait()
+        except queue.Empty:
+            break
+        if item is end:
+            return taken, True
+        taken.append(item)
+    return taken, False
 
 
 def started(jobs: list[WriteJob]) -> list[WriteJob]:

@@ -194,26 +194,25 @@ def _conversations(conn: Conn, keys: list[tuple[int, str]]) -> dict[tuple[int, s
 
 
 def _conversation_ids(conn: Conn, keys: list[tuple[int, str]]) -> dict[tuple[int, str], int]:
-    found: dict[tuple[int, str], int] = {}
-    for device, chunk in _by_device(keys):
-        rows = conn.execute(
-            "SELECT id, conv_key FROM conversations WHERE device_id = ? "
-            f"AND conv_key IN ({_marks(len(chunk))})",
-            [device, *chunk],
-        ).fetchall()
-        found.update({(device, conv_key): int(conv_id) for conv_id, conv_key in rows})
-    return found
+    sql = "SELECT id, conv_key FROM conversations WHERE device_id = ? AND conv_key IN ({})"
+    return {(device, conv_key): int(conv_id) for device, (conv_id, conv_key) in _per_device(conn, sql, keys)}
 
 
 def _stored_keys(conn: Conn, keys: list[tuple[int, str]]) -> set[tuple[int, str]]:
-    stored: set[tuple[int, str]] = set()
-    for device, chunk in _by_device(list(dict.fromkeys(keys))):
-        rows = conn.execute(
-            f"SELECT dedup_key FROM messages WHERE device_id = ? AND dedup_key IN ({_marks(len(chunk))})",
-            [device, *chunk],
-        ).fetchall()
-        stored.update((device, row[0]) for row in rows)
-    return stored
+    sql = "SELECT dedup_key FROM messages WHERE device_id = ? AND dedup_key IN ({})"
+    return {(device, row[0]) for device, row in _per_device(conn, sql, keys)}
+
+
+def _per_device(conn: Conn, sql: str, keys: list[tuple[int, str]]) -> Iterator[tuple[int, Any]]:
+    """The rows of ``sql`` (a device, then ``{}`` for a list of values) for (device, value)
+    pairs, each with its device: one statement per device and chunk of values."""
+    grouped: dict[int, list[str]] = {}
+    for device, value in dict.fromkeys(keys):
+        grouped.setdefault(device, []).append(value)
+    for device, values in grouped.items():
+        for chunk in _chunks(values):
+            for row in conn.execute(sql.format(_marks(len(chunk))), [device, *chunk]).fetchall():
+                yield device, row
 
 
 def _rooms(conn: Conn, callbacks: list[_Callback]) -> dict[int, int]:
@@ -278,12 +277,3 @@ def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
         while len(items) - start >= size:
             yield items[start : start + size]
             start += size
-
-
-def _by_device(keys: list[tuple[int, str]]) -> Iterator[tuple[int, list[str]]]:
-    grouped: dict[int, list[str]] = {}
-    for device, value in keys:
-        grouped.setdefault(device, []).append(value)
-    for device, values in grouped.items():
-        for chunk in _chunks(values):
-            yield device, list(chunk)

@@ -47,6 +47,7 @@ from juhe_sync.errors import StorageError, StorageUnavailable
 from juhe_sync.logs import Throttle
 from juhe_sync.records import Event, IngestOutcome
 from juhe_sync.storage import ingest_child
+from juhe_sync.storage.batches import drain
 from juhe_sync.storage.sql import Rules
 
 if TYPE_CHECKING:
@@ -205,21 +206,10 @@ class IngestProcess:
             first = self._outbox.get()
             if first is None:
                 return
-            conn, items = first[0], [first[1]]
-            done = False
-            while len(items) < SEND_BATCH:
-                try:
-                    nxt = self._outbox.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    done = True
-                    break
-                if nxt[0] is not conn:  # a new child since: the rest goes to it in the next message
-                    self._deliver(conn, items)
-                    conn, items = nxt[0], []
-                items.append(nxt[1])
-            self._deliver(conn, items)
+            queued, done = drain(self._outbox, first, SEND_BATCH, None)
+            # In order, each to the child it was meant for (a new one may have started since).
+            for conn, run in itertools.groupby(queued, key=lambda item: item[0]):
+                self._deliver(conn, [message for _, message in run])
             if done:
                 return
 

@@ -28,7 +28,7 @@ from juhe_sync.errors import StorageError, StorageUnavailable
 from juhe_sync.logs import Throttle
 from juhe_sync.records import MessageQuery, Page
 from juhe_sync.storage import reads, search
-from juhe_sync.storage.batches import JobQueue, Outcome, WriteJob, fail, record_batch, settle, started
+from juhe_sync.storage.batches import JobQueue, Outcome, WriteJob, fail, record_batch, settle
 from juhe_sync.storage.ingest_batch import run_jobs
 from juhe_sync.storage.ingest_process import IngestProcess, ProcessOptions
 from juhe_sync.storage.migrations import apply_pending
@@ -169,13 +169,9 @@ class PostgresStore(SQLStore):
         self._queues[index].put(job)
         return job.future
 
-    def write_now(self, jobs: list[WriteJob]) -> None:
-        jobs = started(jobs)
-        if jobs and self._closed:
-            fail(jobs, StorageError("the store is closed"))
-        elif jobs:
-            with self._direct_lock:
-                self._direct = self._run_batch(self._direct, jobs)
+    def _write_now(self, jobs: list[WriteJob]) -> None:
+        with self._direct_lock:
+            self._direct = self._run_batch(self._direct, jobs)
 
     def _connect(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self.conninfo, autocommit=False, **self.options)

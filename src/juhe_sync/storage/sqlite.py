@@ -31,7 +31,7 @@ from juhe_sync.errors import StorageError
 from juhe_sync.logs import Throttle
 from juhe_sync.records import MessageQuery, Page
 from juhe_sync.storage import reads, search
-from juhe_sync.storage.batches import JobQueue, Outcome, WriteJob, fail, record_batch, settle, started
+from juhe_sync.storage.batches import JobQueue, Outcome, WriteJob, fail, record_batch, settle
 from juhe_sync.storage.ingest_batch import run_jobs
 from juhe_sync.storage.ingest_process import IngestProcess, ProcessOptions, WriterLock
 from juhe_sync.storage.migrations import apply_pending
@@ -242,13 +242,9 @@ class SQLiteStore(SQLStore):
         self._queue.put(job)
         return job.future
 
-    def write_now(self, jobs: list[WriteJob]) -> None:
-        jobs = started(jobs)
-        if jobs and self._closed:
-            fail(jobs, StorageError("the store is closed"))
-        elif jobs:
-            with self._writing:
-                self._run_batch(jobs)
+    def _write_now(self, jobs: list[WriteJob]) -> None:
+        with self._writing:
+            self._run_batch(jobs)
 
     def _run(self) -> None:
         while True:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from juhe_sync.errors import InvalidParams
+from juhe_sync.errors import InvalidParams, StorageError
 from juhe_sync.records import (
     Around,
     Device,
@@ -29,7 +29,7 @@ from juhe_sync.records import (
     TokenRecord,
 )
 from juhe_sync.storage import browse, journal, pulls, reads, tokens
-from juhe_sync.storage.batches import WriteJob
+from juhe_sync.storage.batches import WriteJob, fail, started
 from juhe_sync.storage.ingest_process import IngestProcess
 from juhe_sync.storage.leases import device_lease
 from juhe_sync.storage.sql import Applied
@@ -47,6 +47,8 @@ class SQLStore(abc.ABC):
     writer: Writer
     #: The child process that writes callbacks (JUHE_SYNC_CALLBACK_WRITER_PROCESS), if any.
     callback_writer: IngestProcess | None = None
+    #: Set by close(): no more writes.
+    _closed: bool = False
     #: Where a write transaction's metrics go (a child process sends them to its parent).
     record_batch: Callable[[int, float | None, float | None], None]
     #: A column (``{}``) matching a lower-cased LIKE pattern (``?``), case-insensitively for every
@@ -55,11 +57,19 @@ class SQLStore(abc.ABC):
     contains = "{} LIKE ? ESCAPE '\\'"
     contains_unicode = "py_lower({}) LIKE ? ESCAPE '\\'"
 
-    @abc.abstractmethod
     def write_now(self, jobs: list[WriteJob]) -> None:
         """Run ``jobs`` in one write transaction in the calling thread, then settle their futures
         (jobs whose futures were cancelled are left out). For the callback writer process, whose
         one thread receives, writes and answers without handing each callback to another."""
+        jobs = started(jobs)
+        if jobs and self._closed:
+            fail(jobs, StorageError("the store is closed"))
+        elif jobs:
+            self._write_now(jobs)
+
+    @abc.abstractmethod
+    def _write_now(self, jobs: list[WriteJob]) -> None:
+        """:meth:`write_now` for jobs marked running, on an open store."""
 
     @abc.abstractmethod
     def submit(self, fn: Callable[[Any], T], lock_key: str | None = None) -> Future[T]:
