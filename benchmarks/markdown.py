@@ -30,7 +30,8 @@ def tables(results: dict[str, Any]) -> str:
         ]
         for term, r in results["search"].items():
             out.append(
-                f"| {term} | {r['chars']} | {r['rarity']} ({r['share_pct']:.2f}%) | {r['hits']:,} | {r['p50_ms']:.2f} | "
+                f"| {term} | {r['chars']} | {r['rarity']} ({r['share_pct']:.2f}%) | "
+                f"{r['hits']:,}{'+' if r.get('capped') else ''} | {r['p50_ms']:.2f} | "
                 f"{r['p99_ms']:.2f} | {r['like_p50_ms']:,.0f} | {r['speedup']}× |"
             )
         out.append("")

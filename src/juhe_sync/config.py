@@ -102,6 +102,13 @@ class Settings(BaseSettings):
         ge=1,
         description="Most open client connections per process; more are answered 503 and closed at once.",
     )
+    search_count_limit: int = Field(
+        0,
+        ge=0,
+        description="Keyword searches (`/api/messages?keyword=`, the viewer, the MCP server) count matches up to "
+        "this many; past it, `total` is this number and `total_capped` is `true`. Counting reads every match (on "
+        "PostgreSQL, a table page each): about 10-20 ms per 10,000 there (BENCHMARKS.md). 0: count every match.",
+    )
     bench_routes: bool = Field(
         False,
         description="Adds `POST /_bench/parse` (parses a callback like `/callback`, stores nothing): the HTTP-stack baseline of the benchmarks.",

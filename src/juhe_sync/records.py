@@ -201,6 +201,9 @@ class MessageQuery:
     after: int | None = None
     #: False: the page's total is -1, not counted (an export walks every page; one count is enough).
     count: bool = True
+    #: Count at most this many matches (the total is then this, and the page says it is capped);
+    #: the service sets it for keyword searches. None: count every match.
+    count_limit: int | None = None
     #: Each message with the rest of its row (``reads.RESTORE_FIELDS``), as an export writes it.
     full: bool = False
 
@@ -227,6 +230,8 @@ class Page:
     total: int = 0
     #: Key of the last item when the page is full (the next page starts after it), else None.
     next_key: Any = None
+    #: The total stopped at the query's ``count_limit``: there are at least that many.
+    capped: bool = False
 
 
 ProgressFn = Callable[[int], None]

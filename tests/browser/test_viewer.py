@@ -30,6 +30,7 @@ GUID = "viewer-device"
 LI, HAN, ZOE = "7881300000000201", "7881300000000202", "7881300000000203"
 ROOM = "10696052799990077"
 T0 = 1_718_000_000  # 2024-06-10
+COUNT_LIMIT = 40  # keyword searches count this many matches at most
 
 
 def _event(n: int, peer: str, t: int, content: str, *, msg_type: int = 2, room: bool = False,
@@ -68,7 +69,8 @@ def _events() -> list[dict]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     directory = tmp_path_factory.mktemp("viewer")
-    srv = Server(f"sqlite:///{directory / 'viewer.db'}", directory / "server.log", {"JUHE_SYNC_API_TOKEN": TOKEN})
+    env = {"JUHE_SYNC_API_TOKEN": TOKEN, "JUHE_SYNC_SEARCH_COUNT_LIMIT": str(COUNT_LIMIT)}
+    srv = Server(f"sqlite:///{directory / 'viewer.db'}", directory / "server.log", env)
     srv.start()
     try:
         with httpx.Client(base_url=srv.url, timeout=30) as http:
@@ -163,6 +165,7 @@ def test_search_chinese_words_and_jump_into_context(page: object, server: Server
     page.wait_for_selector(".hit")
     hits = page.locator(".hit").all_inner_texts()
     assert len(hits) == 2  # 李雷's 7th and 韩梅梅's hostile one (a quote's text is not searched)
+    assert page.inner_text("#results-total") == "(2)"
     assert page.locator(".hit mark").first.inner_text() == word
     page.locator(".hit", has_text="请把报价单发我").click()
     page.wait_for_selector(".msg.focus")
@@ -172,6 +175,17 @@ def test_search_chinese_words_and_jump_into_context(page: object, server: Server
     # The page around the hit: older messages above it, newer below.
     texts = page.locator(".msg .bubble").all_inner_texts()
     assert texts[0] == "李雷的第0条消息" and "李雷的第8条消息" in texts
+
+
+def test_a_capped_count_says_at_least_and_every_hit_still_comes(page: object, server: Server) -> None:
+    sign_in(page, server)
+    page.fill("#search", "消息")  # 李雷's 59 and the room's 4: more than the server counts
+    page.press("#search", "Enter")
+    expect(page.locator(".hit")).to_have_count(50)
+    assert page.inner_text("#results-total") == f"({COUNT_LIMIT}+)"
+    page.click("#more-hits")
+    expect(page.locator(".hit")).to_have_count(63)
+    assert page.is_hidden("#more-hits") and page.inner_text("#results-total") == f"({COUNT_LIMIT}+)"
 
 
 def test_hostile_text_is_shown_as_text_and_every_type_is_rendered(page: object, server: Server) -> None:

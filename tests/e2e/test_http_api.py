@@ -52,7 +52,7 @@ def test_callbacks_and_every_query(client: httpx.Client) -> None:
     r = client.get("/api/messages", params={"guid": GUID, "keyword": "报价"})
     assert [m["id"] for m in r.json()["data"]["messages"]] == ["1067188"]
     r = client.get("/api/messages", params={"guid": GUID, "keyword": "合"})
-    assert r.json()["data"]["total"] == 1
+    assert r.json()["data"]["total"] == 1 and r.json()["data"]["total_capped"] is False
     r = client.get("/api/messages", params={"guid": GUID, "start_time": "2024-06-10T06:20:00Z",
                                              "end_time": "2024-06-10T14:25:00+08:00", "order": "asc"})
     assert [m["timestamp"] for m in r.json()["data"]["messages"]] == [

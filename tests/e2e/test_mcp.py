@@ -136,9 +136,11 @@ def run(main: Callable[[], Awaitable[T]]) -> T:
         raise leaf from None
 
 
-def over_stdio(database: str, scenario: Callable[[Client], Awaitable[T]], *args: str) -> T:
+def over_stdio(
+    database: str, scenario: Callable[[Client], Awaitable[T]], *args: str, env: dict[str, str] | None = None
+) -> T:
     params = StdioServerParameters(command=sys.executable, args=["-m", "juhe_sync", "mcp", *args],
-                                   env={"JUHE_SYNC_DATABASE_URL": database, **ZONE_ENV})  # fmt: skip
+                                   env={"JUHE_SYNC_DATABASE_URL": database, **ZONE_ENV, **(env or {})})  # fmt: skip
 
     async def main() -> T:
         async with Client(params) as client:
@@ -213,7 +215,7 @@ def test_devices_and_conversations_with_names_counts_and_local_times(server: Ser
 def test_search_finds_two_and_one_character_chinese_keywords(server: Server) -> None:
     async def scenario(client: Client) -> None:
         two = await call(client, "search_messages", guid=G1, keyword="报价")
-        assert two["total"] == 2 and two["next_cursor"] is None
+        assert two["total"] == 2 and two["next_cursor"] is None and "total_capped" not in two
         newest, older = two["messages"]
         assert newest["text"] == "大家看下新的报价已更新" and newest["conversation"] == "华东项目群"
         assert newest["conversation_id"] == f"R:{ROOM}" and newest["from"] == LEI
@@ -238,6 +240,14 @@ def test_search_finds_two_and_one_character_chinese_keywords(server: Server) -> 
         assert (await call(client, "search_messages", guid=G1, keyword="没有这个词"))["total"] == 0
 
     over_http(server, OPERATOR, scenario)
+
+
+def test_a_capped_count_says_so_and_every_hit_still_comes(database: str) -> None:
+    async def scenario(client: Client) -> None:
+        found = await call(client, "search_messages", guid=G1, keyword="报价")
+        assert found["total"] == 1 and found["total_capped"] is True and len(found["messages"]) == 2
+
+    over_stdio(database, scenario, env={"JUHE_SYNC_SEARCH_COUNT_LIMIT": "1"})
 
 
 def test_get_messages_pages_with_the_cursor(server: Server) -> None:

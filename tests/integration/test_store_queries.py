@@ -226,3 +226,67 @@ def test_bad_cursors_are_invalid_params(store: SQLStore, corpus: list[dict], cur
         service.messages(GUID, page=1, limit=5, cursor=cursor, **args)
     with pytest.raises(InvalidParams):  # a rooms cursor is not a messages cursor
         service.messages(GUID, page=1, limit=5, cursor=encode_cursor("rooms", "x"), **args)
+
+
+def _all_pages(store: SQLStore, keyword: str, limit: int, **kw) -> tuple[list[list[str]], list[tuple[int, bool]]]:
+    """Every page of a search by offset, then by cursor: (the pages' appinfos, their counts)."""
+    device = store.device(GUID)
+    assert device is not None
+    pages, counts = [], []
+    offset = 0
+    while True:
+        page = store.messages(MessageQuery(device.id, keyword=keyword, limit=limit, offset=offset, **kw))
+        counts.append((page.total, page.capped))
+        if not page.items:
+            break
+        pages.append([m["appinfo"] for m in page.items])
+        offset += limit
+    after = None
+    while True:
+        page = store.messages(MessageQuery(device.id, keyword=keyword, limit=limit, after=after, **kw))
+        pages.append([m["appinfo"] for m in page.items])
+        counts.append((page.total, page.capped))
+        after = page.next_key
+        if after is None:
+            break
+    return pages, counts
+
+
+@pytest.mark.parametrize("count_limit", [1, 9, 10_000])
+def test_a_count_limit_caps_the_total_never_the_pages(store: SQLStore, corpus: list[dict], count_limit: int) -> None:
+    for keyword in ("的", "a", "ab", "报价"):
+        matches = len(_oracle(corpus, keyword))
+        exact, counts = _all_pages(store, keyword, 4)
+        assert set(counts) == {(matches, False)}
+        capped, counts = _all_pages(store, keyword, 4, count_limit=count_limit)
+        assert capped == exact, keyword  # every match is still served, past the limit too
+        assert set(counts) == {(min(matches, count_limit), matches > count_limit)}, keyword
+
+
+@pytest.mark.parametrize("window", ["holds the page", "too small"])
+def test_search_pages_are_the_same_however_they_are_found(
+    store: SQLStore, corpus: list[dict], monkeypatch: pytest.MonkeyPatch, window: str
+) -> None:
+    """PostgreSQL finds a common keyword's page newest first through the id index, and from the
+    GIN index when that window does not hold it: the pages are those of the index alone."""
+    from juhe_sync.storage import pgsearch
+
+    common = max("的一是了我不人在", key=lambda ch: len(_oracle(corpus, ch)))
+    queries = [
+        {"keyword": common},
+        {"keyword": common, "ascending": True},
+        {"keyword": common, "conversation": "R:" + ROOMS[0]},
+        {"keyword": common, "start": BASE + 600, "end": BASE + 2400},
+        {"keyword": common, "count_limit": 5},
+    ]
+    expected = [_all_pages(store, limit=2, **q) for q in queries]
+    walks: list[bool] = []
+    walk = pgsearch._walk
+    monkeypatch.setattr(pgsearch, "_walk", lambda *a: walks.append(bool(found := walk(*a))) or found)
+    monkeypatch.setattr(pgsearch, "WALK_ABOVE", 0)
+    if window == "too small":
+        monkeypatch.setattr(pgsearch, "WALK_LEAST", 1)
+        monkeypatch.setattr(pgsearch, "WALK_SLACK", 0)
+    assert [_all_pages(store, limit=2, **q) for q in queries] == expected
+    if "postgresql" in store.url:  # SQLite's FTS5 index gives pages in order by itself
+        assert any(walks) if window == "holds the page" else walks and not any(walks)

@@ -29,7 +29,7 @@ def mcp(
     logs.configure(settings.log_level, settings.log_format, settings.secrets())
     store = open_migrated(settings)
     try:
-        assistant = Assistant(QueryService(store), settings.zone)
+        assistant = Assistant(QueryService(store, settings.search_count_limit), settings.zone)
         anyio.run(serve_stdio, assistant, local_principal(guid or ()))
     finally:
         store.close()

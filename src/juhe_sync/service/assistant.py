@@ -197,6 +197,8 @@ class Assistant:
         ]  # fmt: skip
         answer = pruned({"conversation_id": conversation, "conversation": names.get(conversation or "")})
         answer.update(total=data["total"], messages=messages, next_cursor=data["next_cursor"])
+        if data.get("total_capped"):  # at least ``total`` (JUHE_SYNC_SEARCH_COUNT_LIMIT)
+            answer["total_capped"] = True
         if "prev_cursor" in data:  # a page around a message: the way back, with the opposite order
             answer["prev_cursor"] = data["prev_cursor"]
         return answer

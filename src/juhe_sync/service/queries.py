@@ -85,8 +85,10 @@ def _key_fits(key: Any) -> bool:
 
 
 class QueryService:
-    def __init__(self, store: SQLStore):
+    def __init__(self, store: SQLStore, count_limit: int = 0):
         self.store = store
+        #: Keyword searches count at most this many matches (0: all of them).
+        self.count_limit = count_limit or None
 
     def _device(self, guid: str | None) -> Device | None:
         return self.store.device(require_guid(guid))
@@ -204,9 +206,10 @@ class QueryService:
                     limit=limit,
                     ascending=order == "asc",
                     after=after,
+                    count_limit=self.count_limit if keyword else None,
                 )
             )
-        return _page_data("messages", result, page, limit)
+        return {**_page_data("messages", result, page, limit), "total_capped": result.capped}
 
     def _around(
         self, guid: str, message_id: str, conversation: str | None, limit: int, order: str
@@ -223,6 +226,7 @@ class QueryService:
         return {
             "messages": items,
             "total": found.total,
+            "total_capped": False,
             "page": 1,
             "limit": limit,
             "conversation_id": found.conversation,

@@ -77,7 +77,8 @@ class Runtime:
         websocket = websocket_ingest(settings, active, ingestor)
         if websocket is not None:
             websocket.start()
-        return cls(settings, active, owned, QueryService(active), TokenAdmin(active),
+        queries = QueryService(active, settings.search_count_limit)
+        return cls(settings, active, owned, queries, TokenAdmin(active),
                    Authenticator(active, settings.api_tokens), ingestor, sync, websocket, purger)  # fmt: skip
 
     async def stop(self) -> None:

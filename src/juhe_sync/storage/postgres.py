@@ -27,7 +27,7 @@ from juhe_sync.backoff import Backoff
 from juhe_sync.errors import StorageError, StorageUnavailable
 from juhe_sync.logs import Throttle
 from juhe_sync.records import MessageQuery, Page
-from juhe_sync.storage import reads, search
+from juhe_sync.storage import pgsearch, search
 from juhe_sync.storage.batches import JobQueue, Outcome, WriteJob, fail, record_batch, settle
 from juhe_sync.storage.ingest_batch import run_jobs
 from juhe_sync.storage.ingest_process import IngestProcess, ProcessOptions
@@ -42,7 +42,7 @@ from juhe_sync.storage.pgconn import (
     connect_options,
     is_transient,
 )
-from juhe_sync.storage.sql import ID_LOW_MASK, ID_SHIFT, Rules, id_range
+from juhe_sync.storage.sql import ID_LOW_MASK, ID_SHIFT, Rules
 from juhe_sync.storage.sqlstore import SQLStore
 from juhe_sync.storage.watchdog import Watchdog
 from juhe_sync.storage.writer import Writer
@@ -312,37 +312,12 @@ class PostgresStore(SQLStore):
 
         return self.read(run)
 
-    @staticmethod
-    def _search_where(query: MessageQuery, conversation_id: int | None) -> tuple[str, list[Any]]:
-        assert query.keyword
-        codes, verify = search.query_grams(query.device_id, conversation_id, query.keyword)
-        where = "grams @> ?::bigint[]"
-        params: list[Any] = [codes]
-        if query.start is not None or query.end is not None:
-            where += " AND id BETWEEN ? AND ?"
-            params += id_range(query.start, query.end)
-        if verify:
-            where += " AND strpos(lower(content), ?) > 0"
-            params.append(search.fold(query.keyword))
-        return where, params
-
     def search_messages(self, conn: Any, query: MessageQuery, conversation_id: int | None) -> Page:
-        where, params = self._search_where(query, conversation_id)
-        return reads.message_page(conn, "messages", "id", where, params, query)
+        return pgsearch.messages(conn, query, conversation_id)
 
     def search_plans(self, query: MessageQuery) -> list[str]:
-        """EXPLAIN of the two statements a keyword search runs (page and total)."""
-        where, params = self._search_where(query, None)
-        sqls = [
-            (
-                f"SELECT id FROM messages WHERE {where} ORDER BY id DESC LIMIT ? OFFSET ?",
-                (*params, query.limit, 0),
-            ),
-            (f"SELECT count(*) FROM messages WHERE {where}", tuple(params)),
-        ]
-        return self.read(
-            lambda c: ["\n".join(r[0] for r in c.execute("EXPLAIN " + sql, p).fetchall()) for sql, p in sqls]
-        )
+        """EXPLAIN of the statements a keyword search runs (the count and the index's page)."""
+        return self.read(lambda c: pgsearch.plans(c, query))
 
     def after_copy(self) -> None:
         self.submit(reset_sequences).result()

@@ -194,18 +194,32 @@ def message_page(
             (*page_params, q.limit, 0 if q.after is not None else q.offset),
         ).fetchall()
     ]
+    capped = False
     if total is None:
-        total = (
-            conn.execute(f"SELECT count(*) FROM {table} WHERE {where}", params).fetchone()[0]
-            if q.count
-            else -1
-        )
+        total, capped = count_matches(conn, f"SELECT 1 FROM {table} WHERE {where}", params, q)
+    return page_of(conn, ids, total, capped, q)
+
+
+def count_matches(conn: Conn, select: str, params: list[Any], q: MessageQuery) -> tuple[int, bool]:
+    """(how many rows ``select`` gives, whether counting stopped at ``q.count_limit``); -1 when
+    ``q`` asks for no count."""
+    if not q.count:
+        return -1, False
+    if q.count_limit is None:
+        return int(conn.execute(f"SELECT count(*) FROM ({select}) AS hits", params).fetchone()[0]), False
+    found = conn.execute(f"SELECT count(*) FROM ({select} LIMIT ?) AS hits", (*params, q.count_limit + 1))
+    n = int(found.fetchone()[0])
+    return (q.count_limit, True) if n > q.count_limit else (n, False)
+
+
+def page_of(conn: Conn, ids: list[int], total: int, capped: bool, q: MessageQuery) -> Page:
+    """The page of messages ``ids`` (found in ``q``'s order) of a query of ``total`` matches."""
     next_key = ids[-1] if len(ids) == q.limit else None
     if q.full and ids:
         kept = _within_budget(conn, ids)
         if len(kept) < len(ids):
             ids, next_key = kept, kept[-1]
-    return Page(message_rows(conn, ids, q.ascending, q.full), int(total), next_key)
+    return Page(message_rows(conn, ids, q.ascending, q.full), total, next_key, capped)
 
 
 #: Most characters of message text one export page holds: a page is 500 messages, but callbacks

@@ -170,7 +170,8 @@ def build_server(assistant: Assistant, caller: Callable[[Context], Principal]) -
     ) -> str:
         """Search a device's text messages for a keyword, newest first, optionally in one
         conversation and a time range. Each hit: id, local time, conversation, sender name and id,
-        text. To read a hit in context, call get_messages with around_message_id set to its id."""
+        text. total counts the hits; with total_capped, there are at least that many. To read a hit
+        in context, call get_messages with around_message_id set to its id."""
         return _answer(
             lambda: assistant.search_messages(caller(ctx), guid, keyword, conversation_id, start_time,
                                               end_time, limit, cursor, max_chars)

@@ -71,6 +71,11 @@ class Message(BaseModel):
 class MessagesData(BaseModel):
     messages: list[Message]
     total: int
+    total_capped: bool = Field(
+        False,
+        description="A keyword search stopped counting at `JUHE_SYNC_SEARCH_COUNT_LIMIT`: there are at least "
+        "`total` matches (pages past them are still served).",
+    )
     page: int
     limit: int
     next_cursor: str | None = Field(description=_NEXT)

@@ -376,7 +376,8 @@ async function searchPage() {
   });
   s.cursor = data.next_cursor;
   $("results").hidden = false;
-  $("results-total").textContent = `(${data.total})`;
+  // A capped count (JUHE_SYNC_SEARCH_COUNT_LIMIT) is a lower bound.
+  $("results-total").textContent = `(${data.total}${data.total_capped ? "+" : ""})`;
   const hits = $("hits");
   for (const m of data.messages) hits.append(hitItem(m, s.keyword));
   if (!hits.children.length) hits.append(el("li", { class: "empty" }, T.no_results));

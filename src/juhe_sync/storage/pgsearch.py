@@ -1,0 +1,151 @@
+"""Keyword search on PostgreSQL: the count first, then the cheaper way to the page.
+
+The GIN index of n-grams (:mod:`juhe_sync.storage.search`) holds every candidate of a keyword, but
+left to itself the planner chose badly both ways (measured on 200,000 messages, see BENCHMARKS.md).
+It estimates the rows holding *all* the n-grams of a longer keyword as if they were independent (9
+for a phrase in 9,410 messages), so it read and sorted every match to find the newest 50; and for
+a character in 0.8% of the messages it walked 9,000 rows newest first where the index had the 910.
+So the search counts first (with the scope's size, in one statement), and then knows how common
+the keyword is:
+
+- few matches: the page comes from the index too, reading at most those rows;
+- many: the page is looked for newest first (oldest first, ascending) through the scope's id
+  index, reading a bounded window of rows; if the window did not hold the page (the matches are
+  old, say), from the index after all.
+
+A count reads each match's table page (bitmap scans of PostgreSQL 15 no longer skip pages that
+are all visible), so it is what a common keyword costs; the query's count limit bounds that.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg.pq import TransactionStatus
+
+from juhe_sync.records import MessageQuery, Page
+from juhe_sync.storage import reads, search
+from juhe_sync.storage.sql import id_range
+
+#: A page is looked for through the scope's id index only when the index holds more matches than
+#: this (a bitmap page reads them all).
+WALK_ABOVE = 2_000
+#: A walk reads at most this many times the rows it expects to need, within these bounds.
+WALK_SLACK = 4
+WALK_LEAST = 1_000
+WALK_MOST = 50_000
+
+#: A capped count is a LIMIT query, for which the planner likes a sequential scan (it expects to
+#: stop early, and reads the whole table when the matches are old): the GIN index counts instead.
+_INDEX_ONLY = "BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL enable_indexscan = off"
+_IN_TRANSACTION = TransactionStatus.INTRANS
+
+
+def conditions(query: MessageQuery, conversation_id: int | None) -> tuple[str, list[Any], str, list[Any]]:
+    """(match, its params, range, its params): the keyword's condition and the time range's."""
+    assert query.keyword
+    codes, verify = search.query_grams(query.device_id, conversation_id, query.keyword)
+    match, params = "grams @> ?::bigint[]", list[Any]([codes])
+    if verify:
+        match += " AND strpos(lower(content), ?) > 0"
+        params.append(search.fold(query.keyword))
+    if query.start is None and query.end is None:
+        return match, params, "TRUE", []
+    return match, params, "id BETWEEN ? AND ?", list(id_range(query.start, query.end))
+
+
+def messages(conn: Any, query: MessageQuery, conversation_id: int | None) -> Page:
+    match, match_params, span, span_params = conditions(query, conversation_id)
+    where, params = f"{match} AND {span}", [*match_params, *span_params]
+    if not query.count:  # an export's pages: nothing counted to choose by
+        return reads.message_page(conn, "messages", "id", where, params, query)
+    total, capped, size = _count(conn, query, conversation_id, where, params)
+    ids: list[int] | None = [] if total == 0 else None
+    if ids is None and (capped or total > WALK_ABOVE):
+        ids = _walk(
+            conn, query, conversation_id, (total, capped, size), match, match_params, span, span_params
+        )
+    if ids is None:
+        ids = _page(conn, query, where, params)
+    return reads.page_of(conn, ids, total, capped, query)
+
+
+def _count(
+    conn: Any, query: MessageQuery, conversation_id: int | None, where: str, params: list[Any]
+) -> tuple[int, bool, int]:
+    """(matches, whether counting stopped at the limit, messages in the search's scope)."""
+    if conversation_id is None:
+        size_sql, scope_id = "SELECT messages_count FROM devices WHERE id = ?", query.device_id
+    else:
+        size_sql, scope_id = "SELECT message_count FROM conversations WHERE id = ?", conversation_id
+    hits = f"SELECT 1 FROM messages WHERE {where}"
+    if query.count_limit is None:
+        sql = f"SELECT (SELECT count(*) FROM ({hits}) AS hits), ({size_sql})"
+        total, size = conn.execute(sql, (*params, scope_id)).fetchone()
+        return int(total), False, int(size or 0)
+    limit = query.count_limit
+    sql = f"SELECT (SELECT count(*) FROM ({hits} LIMIT ?) AS hits), ({size_sql})"
+    conn.execute(_INDEX_ONLY)
+    try:
+        total, size = conn.execute(sql, (*params, limit + 1, scope_id)).fetchone()
+    finally:
+        conn.execute("COMMIT" if conn.raw.info.transaction_status == _IN_TRANSACTION else "ROLLBACK")
+    return (limit, True, int(size or 0)) if total > limit else (int(total), False, int(size or 0))
+
+
+def _page(conn: Any, query: MessageQuery, where: str, params: list[Any]) -> list[int]:
+    """The page from the GIN index: every match is read, sorted by id (``id + 0``: not an index walk
+    of ``id``, where a rare keyword's page may be thousands of rows away)."""
+    page_where, page_params = reads.keyset(where, params, "id", query.after, query.ascending)
+    return [r[0] for r in conn.execute(*_page_sql(query, page_where, page_params)).fetchall()]
+
+
+def _page_sql(query: MessageQuery, where: str, params: list[Any]) -> tuple[str, tuple[Any, ...]]:
+    order = "ASC" if query.ascending else "DESC"
+    offset = 0 if query.after is not None else query.offset
+    sql = f"SELECT id FROM messages WHERE {where} ORDER BY id + 0 {order} LIMIT ? OFFSET ?"
+    return sql, (*params, query.limit, offset)
+
+
+def _walk(
+    conn: Any,
+    query: MessageQuery,
+    conversation_id: int | None,
+    counted: tuple[int, bool, int],
+    match: str,
+    match_params: list[Any],
+    span: str,
+    span_params: list[Any],
+) -> list[int] | None:
+    """The page through the scope's id index, or None when that would read more rows than the
+    index holds matches, or the window read did not hold a whole page. A capped count is only a
+    floor: the index holds more (often far more), so the walk is tried whatever it expects."""
+    scope, scope_id = (
+        ("device_id", query.device_id) if conversation_id is None else ("conversation_id", conversation_id)
+    )
+    total, capped, size = counted
+    wanted = query.limit + (0 if query.after is not None else query.offset)
+    expected = wanted * max(size, total) / total  # uniform matches
+    if expected >= total and not capped:
+        return None
+    window = min(max(int(expected * WALK_SLACK), WALK_LEAST), WALK_MOST)
+    order = "ASC" if query.ascending else "DESC"
+    inner, inner_params = reads.keyset(
+        f"{scope} = ? AND {span}", [scope_id, *span_params], "id", query.after, query.ascending
+    )
+    sql = (
+        f"SELECT id FROM (SELECT id, grams, content FROM messages WHERE {inner} ORDER BY id {order} "
+        f"LIMIT ?) AS w WHERE {match} ORDER BY id {order} LIMIT ? OFFSET ?"
+    )
+    offset = 0 if query.after is not None else query.offset
+    found = conn.execute(sql, (*inner_params, window, *match_params, query.limit, offset)).fetchall()
+    ids = [r[0] for r in found]
+    return ids if len(ids) == query.limit else None
+
+
+def plans(conn: Any, query: MessageQuery) -> list[str]:
+    """EXPLAIN of the count and of the index's page, as :func:`messages` runs them."""
+    match, match_params, span, span_params = conditions(query, None)
+    where, params = f"{match} AND {span}", [*match_params, *span_params]
+    sqls = [(f"SELECT count(*) FROM messages WHERE {where}", tuple(params)), _page_sql(query, where, params)]
+    return ["\n".join(r[0] for r in conn.execute("EXPLAIN " + sql, p).fetchall()) for sql, p in sqls]
