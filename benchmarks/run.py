@@ -235,7 +235,7 @@ def search_plan(store: SQLStore, device_id: int, keyword: str) -> dict[str, Any]
     plans = store.search_plans(MessageQuery(device_id, keyword=keyword))
     return {
         "plan_uses_gin": all("messages_grams" in p for p in plans),
-        "plan_seq_scan": any("Seq Scan" in p for p in plans),
+        "plan_seq_scan": any("Seq Scan on messages" in p for p in plans),
     }
 
 

@@ -105,9 +105,11 @@ class Settings(BaseSettings):
     search_count_limit: int = Field(
         0,
         ge=0,
+        le=10_000_000,
         description="Keyword searches (`/api/messages?keyword=`, the viewer, the MCP server) count matches up to "
-        "this many; past it, `total` is this number and `total_capped` is `true`. Counting reads every match (on "
-        "PostgreSQL, a table page each): about 10-20 ms per 10,000 there (BENCHMARKS.md). 0: count every match.",
+        "this many; past it, `total` is this number and `total_capped` is `true` (a client that works out the "
+        "last page from `total` stops there; later pages are still served). Counting reads every match, on "
+        "PostgreSQL a table page each (BENCHMARKS.md). 0: count every match, as the API document has it.",
     )
     bench_routes: bool = Field(
         False,

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from juhe_sync.records import MessageQuery
+from juhe_sync.service.stores import open_store
 from juhe_sync.storage.sqlstore import SQLStore
-from tests.conftest import ACCOUNT, GUID
+from tests.conftest import ACCOUNT, GUID, PG_URL, fresh_database
 from tests.helpers import feed
 
 ALPHABET = list("的一是了我不人在他有这个上们来到时大地为子中你说生国年着就那和要她出也得里后自以会好报价单合同") + list(
@@ -268,25 +271,68 @@ def test_search_pages_are_the_same_however_they_are_found(
     store: SQLStore, corpus: list[dict], monkeypatch: pytest.MonkeyPatch, window: str
 ) -> None:
     """PostgreSQL finds a common keyword's page newest first through the id index, and from the
-    GIN index when that window does not hold it: the pages are those of the index alone."""
+    GIN index when that window does not hold it: every page is the GIN index's own."""
     from juhe_sync.storage import pgsearch
 
     common = max("的一是了我不人在", key=lambda ch: len(_oracle(corpus, ch)))
-    queries = [
-        {"keyword": common},
-        {"keyword": common, "ascending": True},
-        {"keyword": common, "conversation": "R:" + ROOMS[0]},
-        {"keyword": common, "start": BASE + 600, "end": BASE + 2400},
-        {"keyword": common, "count_limit": 5},
-    ]
-    expected = [_all_pages(store, limit=2, **q) for q in queries]
-    walks: list[bool] = []
+    appinfos = {it["id"]: it["appinfo"] for it in corpus}
+    start, end = BASE + 600, BASE + 2400
+    shapes = {
+        "device": ({}, _oracle(corpus, common)),
+        "ascending": ({"ascending": True}, _oracle(corpus, common)),
+        "room": ({"conversation": "R:" + ROOMS[0]}, _oracle(corpus, common, "R:" + ROOMS[0])),
+        "time range": ({"start": start, "end": end}, _oracle(corpus, common, None, start, end)),
+        "capped": ({"count_limit": 5}, _oracle(corpus, common)),
+    }
+    monkeypatch.setattr(pgsearch, "walk_window", lambda *a: None)  # the GIN index alone
+    expected = {name: _all_pages(store, common, 2, **q) for name, (q, _) in shapes.items()}
+    for name, (_, oracle) in shapes.items():
+        offset_pages = expected[name][0][: (len(oracle) + 1) // 2]
+        assert sorted(a for page in offset_pages for a in page) == sorted(appinfos[i] for i in oracle), name
+    walks: dict[str, list[bool]] = {name: [] for name in shapes}
+    shape = ""
     walk = pgsearch._walk
-    monkeypatch.setattr(pgsearch, "_walk", lambda *a: walks.append(bool(found := walk(*a))) or found)
+    monkeypatch.setattr(pgsearch, "_walk", lambda *a: walks[shape].append(bool(found := walk(*a))) or found)
     monkeypatch.setattr(pgsearch, "WALK_ABOVE", 0)
-    if window == "too small":
-        monkeypatch.setattr(pgsearch, "WALK_LEAST", 1)
-        monkeypatch.setattr(pgsearch, "WALK_SLACK", 0)
-    assert [_all_pages(store, limit=2, **q) for q in queries] == expected
+    monkeypatch.setattr(pgsearch, "walk_window", lambda *a: 10_000 if window == "holds the page" else 1)
+    for shape, (q, _) in shapes.items():
+        assert _all_pages(store, common, 2, **q) == expected[shape], shape
     if "postgresql" in store.url:  # SQLite's FTS5 index gives pages in order by itself
-        assert any(walks) if window == "holds the page" else walks and not any(walks)
+        if window == "holds the page":
+            assert all(any(tried) for tried in walks.values()), walks
+        else:
+            assert all(tried and not any(tried) for tried in walks.values()), walks
+
+
+@pytest.mark.skipif(not PG_URL, reason="needs the PostgreSQL test database")
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_capped_count_leaves_its_connection_as_it_found_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fails: bool
+) -> None:
+    """The capped count plans with sequential and index scans off, in a transaction of its own: the
+    pooled connection comes back out of it, settings restored, also when the count fails."""
+    from juhe_sync.storage import pgsearch
+
+    with fresh_database("postgresql", tmp_path) as url:
+        store = open_store(url)
+        store.migrate()
+        try:
+            build_corpus(store)
+            device = store.device(GUID)
+            assert device is not None
+            if fails:
+                count_sql = pgsearch.count_sql
+                monkeypatch.setattr(pgsearch, "count_sql", lambda *a: (count_sql(*a)[0] + " / 0", count_sql(*a)[1]))
+
+            def run(conn: Any) -> tuple[Any, ...]:
+                query = MessageQuery(device.id, keyword="的", count_limit=3)
+                try:
+                    outcome: Any = store.search_messages(conn, query, None).total
+                except Exception as exc:
+                    outcome = type(exc).__name__
+                state = conn.execute("SHOW enable_seqscan").fetchone()[0], conn.execute("SHOW enable_indexscan").fetchone()[0]
+                return outcome, state, conn.raw.info.transaction_status.name
+
+            assert store.read(run) == ("DivisionByZero" if fails else 3, ("on", "on"), "IDLE")
+        finally:
+            store.close()

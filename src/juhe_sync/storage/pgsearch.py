@@ -21,8 +21,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from psycopg.pq import TransactionStatus
-
 from juhe_sync.records import MessageQuery, Page
 from juhe_sync.storage import reads, search
 from juhe_sync.storage.sql import id_range
@@ -30,15 +28,15 @@ from juhe_sync.storage.sql import id_range
 #: A page is looked for through the scope's id index only when the index holds more matches than
 #: this (a bitmap page reads them all).
 WALK_ABOVE = 2_000
-#: A walk reads at most this many times the rows it expects to need, within these bounds.
+#: A walk reads at most this many times the rows it expects to need (at least WALK_LEAST), and is
+#: not tried when that is more than WALK_MOST: the matches are too rare for it.
 WALK_SLACK = 4
 WALK_LEAST = 1_000
 WALK_MOST = 50_000
 
 #: A capped count is a LIMIT query, for which the planner likes a sequential scan (it expects to
 #: stop early, and reads the whole table when the matches are old): the GIN index counts instead.
-_INDEX_ONLY = "BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL enable_indexscan = off"
-_IN_TRANSACTION = TransactionStatus.INTRANS
+_INDEX_ONLY = "SET LOCAL enable_seqscan = off; SET LOCAL enable_indexscan = off"
 
 
 def conditions(query: MessageQuery, conversation_id: int | None) -> tuple[str, list[Any], str, list[Any]]:
@@ -74,23 +72,29 @@ def _count(
     conn: Any, query: MessageQuery, conversation_id: int | None, where: str, params: list[Any]
 ) -> tuple[int, bool, int]:
     """(matches, whether counting stopped at the limit, messages in the search's scope)."""
+    sql, sql_params = count_sql(query, conversation_id, where, params)
+    limit = query.count_limit
+    if limit is None:
+        total, size = conn.execute(sql, sql_params).fetchone()
+        return int(total), False, int(size or 0)
+    with conn.raw.transaction():  # SET LOCAL ends with it, whatever happens
+        conn.execute(_INDEX_ONLY)
+        total, size = conn.execute(sql, sql_params).fetchone()
+    return (limit, True, int(size or 0)) if total > limit else (int(total), False, int(size or 0))
+
+
+def count_sql(
+    query: MessageQuery, conversation_id: int | None, where: str, params: list[Any]
+) -> tuple[str, tuple[Any, ...]]:
+    """The statement counting the matches (one past the limit, if any) and the scope's size."""
     if conversation_id is None:
         size_sql, scope_id = "SELECT messages_count FROM devices WHERE id = ?", query.device_id
     else:
         size_sql, scope_id = "SELECT message_count FROM conversations WHERE id = ?", conversation_id
-    hits = f"SELECT 1 FROM messages WHERE {where}"
-    if query.count_limit is None:
-        sql = f"SELECT (SELECT count(*) FROM ({hits}) AS hits), ({size_sql})"
-        total, size = conn.execute(sql, (*params, scope_id)).fetchone()
-        return int(total), False, int(size or 0)
-    limit = query.count_limit
-    sql = f"SELECT (SELECT count(*) FROM ({hits} LIMIT ?) AS hits), ({size_sql})"
-    conn.execute(_INDEX_ONLY)
-    try:
-        total, size = conn.execute(sql, (*params, limit + 1, scope_id)).fetchone()
-    finally:
-        conn.execute("COMMIT" if conn.raw.info.transaction_status == _IN_TRANSACTION else "ROLLBACK")
-    return (limit, True, int(size or 0)) if total > limit else (int(total), False, int(size or 0))
+    hits, hits_params = f"SELECT 1 FROM messages WHERE {where}", list(params)
+    if query.count_limit is not None:
+        hits, hits_params = f"{hits} LIMIT ?", [*hits_params, query.count_limit + 1]
+    return f"SELECT (SELECT count(*) FROM ({hits}) AS hits), ({size_sql})", (*hits_params, scope_id)
 
 
 def _page(conn: Any, query: MessageQuery, where: str, params: list[Any]) -> list[int]:
@@ -117,18 +121,14 @@ def _walk(
     span: str,
     span_params: list[Any],
 ) -> list[int] | None:
-    """The page through the scope's id index, or None when that would read more rows than the
-    index holds matches, or the window read did not hold a whole page. A capped count is only a
-    floor: the index holds more (often far more), so the walk is tried whatever it expects."""
+    """The page through the scope's id index, or None when :func:`walk_window` says not to or the
+    window read did not hold a whole page."""
     scope, scope_id = (
         ("device_id", query.device_id) if conversation_id is None else ("conversation_id", conversation_id)
     )
-    total, capped, size = counted
-    wanted = query.limit + (0 if query.after is not None else query.offset)
-    expected = wanted * max(size, total) / total  # uniform matches
-    if expected >= total and not capped:
+    window = walk_window(query, counted)
+    if window is None:
         return None
-    window = min(max(int(expected * WALK_SLACK), WALK_LEAST), WALK_MOST)
     order = "ASC" if query.ascending else "DESC"
     inner, inner_params = reads.keyset(
         f"{scope} = ? AND {span}", [scope_id, *span_params], "id", query.after, query.ascending
@@ -143,9 +143,24 @@ def _walk(
     return ids if len(ids) == query.limit else None
 
 
+def walk_window(query: MessageQuery, counted: tuple[int, bool, int]) -> int | None:
+    """Rows a walk may read for the page: a few times what it expects to need if the matches are
+    spread evenly, or None when that is more than the GIN index holds (a capped count is a floor:
+    the index holds more, often far more) or more than :data:`WALK_MOST`."""
+    total, capped, size = counted
+    wanted = query.limit + (0 if query.after is not None else query.offset)
+    expected = wanted * max(size, total) / total
+    if (expected >= total and not capped) or expected * WALK_SLACK > WALK_MOST:
+        return None
+    return max(int(expected * WALK_SLACK), WALK_LEAST)
+
+
 def plans(conn: Any, query: MessageQuery) -> list[str]:
-    """EXPLAIN of the count and of the index's page, as :func:`messages` runs them."""
+    """EXPLAIN of the count and of the GIN index's page, as :func:`messages` runs them."""
     match, match_params, span, span_params = conditions(query, None)
     where, params = f"{match} AND {span}", [*match_params, *span_params]
-    sqls = [(f"SELECT count(*) FROM messages WHERE {where}", tuple(params)), _page_sql(query, where, params)]
-    return ["\n".join(r[0] for r in conn.execute("EXPLAIN " + sql, p).fetchall()) for sql, p in sqls]
+    sqls = [count_sql(query, None, where, params), _page_sql(query, where, params)]
+    with conn.raw.transaction():
+        if query.count_limit is not None:
+            conn.execute(_INDEX_ONLY)
+        return ["\n".join(r[0] for r in conn.execute("EXPLAIN " + sql, p).fetchall()) for sql, p in sqls]
