@@ -102,3 +102,12 @@ def test_lone_surrogates_hash() -> None:
 def test_out_of_range_values_are_invalid(body: str) -> None:
     with pytest.raises(InvalidParams):
         parse_body(body)
+
+
+def test_a_key_already_computed_is_taken_and_the_body_still_checked() -> None:
+    raw = json.dumps({"guid": GUID, "notify_type": 11010, "data": {"id": "1", "content": "你好"}})
+    hashed = parse_body(raw)
+    assert parse_body(raw, hashed.key) == hashed
+    assert parse_body(raw, b"the server's").key == b"the server's"  # the callback writer trusts its server
+    with pytest.raises(InvalidParams):
+        parse_body('{"guid": "", "notify_type": 11010}', hashed.key)

@@ -70,16 +70,17 @@ def _canonical_pieces(value: Any, depth: int) -> Iterator[str]:
         yield "}"
 
 
-def parse_body(raw: bytes | str) -> Event:
-    """Decode and validate a callback body. Raises :class:`InvalidParams` for anything unprocessable."""
+def parse_body(raw: bytes | str, key: bytes | None = None) -> Event:
+    """Decode and validate a callback body. Raises :class:`InvalidParams` for anything unprocessable.
+    ``key``: the event's key, when whoever parsed the body before computed it (not hashed again)."""
     try:
         body = decode_json(raw)
     except (ValueError, RecursionError) as exc:
         raise InvalidParams(f"Body is not valid JSON: {exc}") from None
-    return parse_envelope(body, len(raw))
+    return parse_envelope(body, len(raw), key)
 
 
-def parse_envelope(body: Any, size: int = 0) -> Event:
+def parse_envelope(body: Any, size: int = 0, key: bytes | None = None) -> Event:
     """``size``: the body's length, which decides how its key is hashed (never what it is)."""
     if not isinstance(body, dict):
         raise InvalidParams("Callback body must be a JSON object")
@@ -99,7 +100,8 @@ def parse_envelope(body: Any, size: int = 0) -> Event:
         raise InvalidParams(f"message ids and keys are at most {MAX_ID_LENGTH} characters")
     if notify_type == BATCH_NEW_MSG and not isinstance(data, list | dict):
         raise InvalidParams("data of a 11013 callback must be a list of messages")
-    return Event(guid=guid.strip(), notify_type=notify_type, data=data, key=event_key(event, size))
+    key = event_key(event, size) if key is None else key
+    return Event(guid=guid.strip(), notify_type=notify_type, data=data, key=key)
 
 
 def _unwrap(body: dict[str, Any]) -> dict[str, Any]:

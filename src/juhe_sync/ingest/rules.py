@@ -10,8 +10,8 @@ from juhe_sync.records import Effects, Event
 
 
 class IngestRules:
-    def parse(self, raw: str) -> Event:
-        return parse_body(raw)
+    def parse(self, raw: str, key: bytes | None = None) -> Event:
+        return parse_body(raw, key)
 
     def normalize(self, event: Event, account: str | None, received_at: int, kind: str) -> Effects:
         return normalize_event(event, account, received_at, kind)

@@ -127,9 +127,7 @@ def _write(store: SQLStore, rules: Rules, items: list[tuple[Any, ...]]) -> tuple
             continue
         _, raw, received_at, key = item
         try:
-            event = rules.parse(raw)
-            if event.key != key:
-                raise StorageError("the callback writer parsed a different event from the body")
+            event = rules.parse(raw, key)
             jobs.append((number, WriteJob(store.ingest_job(event, raw, received_at), event.guid)))
         except Exception as exc:
             replies.append((number, None, exc if isinstance(exc, ApiError) else StorageError(str(exc))))

@@ -28,8 +28,9 @@ class Rules(Protocol):
     """What storage needs from the ingest rules. The service layer hands them to the store, so that
     storage never imports ``ingest`` (it applies what normalising made, and replays the journal)."""
 
-    def parse(self, raw: str) -> Event:
-        """A journalled body as its event (it was valid when it was stored)."""
+    def parse(self, raw: str, key: bytes | None = None) -> Event:
+        """A journalled body as its event (it was valid when it was stored); ``key``: its key, when
+        known (the server's, for the callback writer process: hashing it again was 5% of its time)."""
         ...
 
     def normalize(self, event: Event, account: str | None, received_at: int, kind: str) -> Effects: ...

@@ -4,6 +4,7 @@ and normalising ahead of the transaction."""
 from __future__ import annotations
 
 import hashlib
+import operator
 import threading
 from dataclasses import fields
 from typing import Any
@@ -21,7 +22,11 @@ def fingerprint(record: MessageRecord) -> str:
 
 
 def astuple_shallow(record: MessageRecord) -> tuple[Any, ...]:
-    return tuple(getattr(record, f.name) for f in fields(record))
+    return _FIELDS(record)
+
+
+#: Every field of a message record, in order (``dataclasses.fields`` per call was 2% of a writer's time).
+_FIELDS = operator.attrgetter(*(f.name for f in fields(MessageRecord)))
 
 
 #: What a write transaction reads of a device, once.
