@@ -336,3 +336,49 @@ def test_a_capped_count_leaves_its_connection_as_it_found_it(
             assert store.read(run) == ("DivisionByZero" if fails else 3, ("on", "on"), "IDLE")
         finally:
             store.close()
+
+
+CASED = ["İstanbul'da buluşalım", "ДОМ Привет ÄPFEL Hello", "Καλημέρα ΟΔΟΣ", "5 \u212aelvin", "ǅemal said ǆ"]
+CASED_KEYWORDS = ["İstanbul", "istanbul", "İSTANBUL", "ДОМ", "дом", "привет", "ПРИВЕТ", "äpfel", "ÄPFEL", "hello",
+                  "ΟΔΟΣ", "οδος", "ΚΑΛΗΜΈΡΑ", "kelvin", "KELVIN", "ǆemal", "ǅEMAL", "d ǆ", "uşa", "UŞA"]  # fmt: skip
+
+
+def _cased_corpus(store: SQLStore) -> list[dict]:
+    feed(store, {"guid": GUID, "notify_type": 11003, "data": {"user_id": ACCOUNT}})
+    items = [
+        {"seq": str(n), "id": str(9000 + n), "appinfo": f"CASE{n}", "sender": PEERS[0], "receiver": ACCOUNT,
+         "roomid": "0", "sendtime": BASE + n, "msg_type": 2, "content": text}
+        for n, text in enumerate(CASED)
+    ]  # fmt: skip
+    feed(store, {"guid": GUID, "notify_type": 11013, "data": items})
+    return items
+
+
+def test_search_folds_case_as_python_does_whatever_the_database_locale(store: SQLStore) -> None:
+    items = _cased_corpus(store)
+    for keyword in CASED_KEYWORDS:
+        assert _search(store, keyword)[0] == _oracle(items, keyword), keyword
+
+
+@pytest.mark.skipif(not PG_URL, reason="needs the PostgreSQL test database")
+def test_search_folds_case_as_python_does_in_a_database_of_the_c_locale() -> None:
+    """PostgreSQL's lower() folds ASCII only under LC_CTYPE C: the search must not depend on it."""
+    import psycopg
+
+    name = f"juhe_c_locale_{random.randrange(10**9)}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C' ENCODING 'UTF8'")
+    try:
+        url = PG_URL.rsplit("/", 1)[0] + f"/{name}"
+        store = open_store(url)
+        store.migrate()
+        try:
+            items = _cased_corpus(store)
+            assert store.read(lambda c: c.execute("SELECT lower('ДОМ')").fetchone()[0]) == "ДОМ"  # as said
+            for keyword in CASED_KEYWORDS:
+                assert _search(store, keyword)[0] == _oracle(items, keyword), keyword
+        finally:
+            store.close()
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -45,8 +45,9 @@ def conditions(query: MessageQuery, conversation_id: int | None) -> tuple[str, l
     codes, verify = search.query_grams(query.device_id, conversation_id, query.keyword)
     match, params = "grams @> ?::bigint[]", list[Any]([codes])
     if verify:
-        match += " AND strpos(lower(content), ?) > 0"
-        params.append(search.fold(query.keyword))
+        how, needle = search.text_check(search.fold(query.keyword))
+        match += " AND strpos(content, ?) > 0" if how == "strpos" else " AND content ~ ?"
+        params.append(needle)
     if query.start is None and query.end is None:
         return match, params, "TRUE", []
     return match, params, "id BETWEEN ? AND ?", list(id_range(query.start, query.end))

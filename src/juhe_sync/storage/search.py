@@ -11,6 +11,7 @@ that the index alone answers "this keyword in this conversation of this device".
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 #: Characters of a message's text that are indexed. Chat messages are far shorter; the bound keeps
@@ -117,3 +118,58 @@ def query_grams(device_id: int, conversation_id: int | None, keyword: str) -> tu
         return [scope, ord(folded)], False
     codes = {_bigram_code(a, b) for a, b in itertools.pairwise(folded)}
     return sorted({scope, *codes}), len(folded) > 2
+
+
+# --- PostgreSQL: checking a candidate's text for the keyword ------------------------------------
+#
+# PostgreSQL's lower() folds by the database's locale (under LC_CTYPE "C", ASCII only), Python's by
+# Unicode: they disagree on Cyrillic under "C", on İ everywhere. So the check never lower-cases the
+# text. A keyword none of whose characters is folded from another (Chinese, digits, most
+# punctuation) is looked for as it is; any other as a regular expression that takes, for each of
+# its characters, every character that folds to it.
+
+#: Every cased character is below this code point (a test checks the whole range).
+CASED_BELOW = 0x20000
+#: Characters that fold to two: only İ, to "i" and a combining dot above (a test checks).
+EXPANDING = {"\u0130": "i\u0307"}
+
+
+@functools.cache
+def _folded_from() -> dict[str, frozenset[str]]:
+    """Character -> the characters that fold to it besides itself (built once, in ~35 ms)."""
+    found: dict[str, set[str]] = {"ς": {"Σ"}}  # Σ folds to ς at the end of a word
+    for ch in map(chr, range(CASED_BELOW)):
+        low = ch.lower()
+        if low != ch and len(low) == 1:
+            found.setdefault(low, set()).add(ch)
+    return {k: frozenset(v) for k, v in found.items()}
+
+
+def text_check(folded: str) -> tuple[str, str]:
+    """How PostgreSQL finds the folded keyword in a text exactly as in its fold: ("strpos", the
+    keyword) or ("regex", a pattern for ``~``)."""
+    sources = _folded_from()
+    halves = {ch for pair in EXPANDING.values() for ch in pair}
+    if not any(ch in sources or ch in halves for ch in folded):
+        return "strpos", folded
+    classes = [{ch, *sources.get(ch, ())} for ch in folded]
+    for whole, pair in EXPANDING.items():  # a text's İ may hold the keyword's first or last
+        if folded[0] == pair[1]:
+            classes[0].add(whole)
+        if folded[-1] == pair[0]:
+            classes[-1].add(whole)
+    parts, i = [], 0
+    while i < len(folded):
+        expanded = next((w for w, pair in EXPANDING.items() if folded.startswith(pair, i)), None)
+        if expanded is None:
+            parts.append(_class(classes[i]))
+            i += 1
+        else:  # both halves, or the one character that folds to them
+            parts.append(f"(?:{_class(classes[i])}{_class(classes[i + 1])}|{_class({expanded})})")
+            i += 2
+    return "regex", "".join(parts)
+
+
+def _class(chars: set[str]) -> str:
+    """A bracket expression of ``chars``, each as an escape (no character is special there)."""
+    return "[" + "".join(f"\\U{ord(ch):08x}" for ch in sorted(chars)) + "]"

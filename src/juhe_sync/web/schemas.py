@@ -31,7 +31,10 @@ class Contact(BaseModel):
     )
 
 
-_NEXT = "Pass as `cursor` to get the next page at constant cost; null on the last page."
+_NEXT = (
+    "Pass as `cursor` to get the next page at constant cost; null on a page that is not full (after a full "
+    "last page, the next one is empty, with null)."
+)
 
 
 class ContactsData(BaseModel):
