@@ -53,6 +53,8 @@ def test_callbacks_and_every_query(client: httpx.Client) -> None:
     assert [m["id"] for m in r.json()["data"]["messages"]] == ["1067188"]
     r = client.get("/api/messages", params={"guid": GUID, "keyword": "合"})
     assert r.json()["data"]["total"] == 1 and r.json()["data"]["total_capped"] is False
+    r = client.get("/api/messages", params={"guid": GUID, "keyword": "Ab" * 500})  # the longest keyword
+    assert r.status_code == 200 and r.json()["data"]["total"] == 0
     r = client.get("/api/messages", params={"guid": GUID, "start_time": "2024-06-10T06:20:00Z",
                                              "end_time": "2024-06-10T14:25:00+08:00", "order": "asc"})
     assert [m["timestamp"] for m in r.json()["data"]["messages"]] == [
@@ -109,6 +111,8 @@ def test_unknown_device_lists_are_empty(client: httpx.Client) -> None:
         ("/api/messages", {"guid": GUID, "order": "sideways"}, 400, "INVALID_PARAMS"),
         ("/api/contacts", {"guid": GUID, "keyword": "a\x00b"}, 400, "INVALID_PARAMS"),
         ("/api/messages", {"guid": GUID, "keyword": "\x00"}, 400, "INVALID_PARAMS"),
+        ("/api/messages", {"guid": GUID, "keyword": "Ab" * 500 + "c"}, 400, "INVALID_PARAMS"),  # 1,001
+        ("/api/export", {"guid": GUID, "keyword": "Ab" * 500 + "c"}, 400, "INVALID_PARAMS"),
         ("/api/messages", {"guid": GUID, "conversation_id": "S:a\x00"}, 400, "INVALID_PARAMS"),
         ("/api/rooms", {"guid": "g\x00"}, 400, "INVALID_PARAMS"),
         ("/api/messages", {"guid": GUID, "cursor": "nonsense"}, 400, "INVALID_PARAMS"),

@@ -12,7 +12,7 @@ import juhe_sync.storage.writer as writer
 from juhe_sync.service.stores import open_store
 from juhe_sync.storage.sqlstore import SQLStore
 from juhe_sync.sync.jobs import Syncer
-from tests.conftest import SIM_GUID, Simulator
+from tests.conftest import PG_URL, SIM_GUID, Simulator
 from tests.helpers import feed, feed_fixtures, snapshot
 
 
@@ -63,3 +63,28 @@ def test_upgrade_from_the_first_schema(
         assert store.verified_guids() == [SIM_GUID]
     finally:
         store.close()
+
+
+@pytest.mark.skipif(not PG_URL, reason="needs the PostgreSQL test database")
+def test_a_database_not_in_utf8_is_refused_with_what_to_do() -> None:
+    """Searches compare text by code point: in SQL_ASCII (what initdb makes under LC_ALL=C) they
+    would quietly find nothing, so the store refuses such a database up front."""
+    import random
+
+    import psycopg
+
+    from juhe_sync.errors import StorageError
+
+    name = f"juhe_sql_ascii_{random.randrange(10**9)}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C'")
+    try:
+        store = open_store(PG_URL.rsplit("/", 1)[0] + f"/{name}")
+        try:
+            with pytest.raises(StorageError, match="needs a UTF8 database, and this one is SQL_ASCII"):
+                store.migrate()
+        finally:
+            store.close()
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from juhe_sync.errors import InvalidParams, NotFound
 from juhe_sync.records import Effects, MessageQuery, MessageRecord
 from juhe_sync.service.previews import LABELS
-from juhe_sync.service.queries import check_conversation, require_guid, text_param, time_bounds
+from juhe_sync.service.queries import check_conversation, keyword_param, require_guid, text_param, time_bounds
 from juhe_sync.storage.sql import Applied
 from juhe_sync.storage.sqlstore import SQLStore
 from juhe_sync.timeutil import iso_local, now_seconds
@@ -61,7 +61,7 @@ def select(
     """Validate the filters as ``/api/messages`` does; an unknown device is a 404."""
     guid = require_guid(guid)
     conversation = check_conversation(text_param("conversation_id", conversation_id))
-    keyword = text_param("keyword", keyword) or None
+    keyword = keyword_param(keyword) or None
     start, end = time_bounds(start_time, end_time)
     device = store.device(guid)
     if device is None:

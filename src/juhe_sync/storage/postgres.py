@@ -284,6 +284,14 @@ class PostgresStore(SQLStore):
         # No statement timeout here: a migration may rewrite a large table.
         with psycopg.connect(self.conninfo, autocommit=False, connect_timeout=CONNECT_TIMEOUT) as raw:
             conn = PgConn(raw)
+            # Text is compared by code point (the search's regular expressions, COLLATE "C"): in
+            # another encoding those comparisons quietly find nothing.
+            encoding = raw.info.parameter_status("server_encoding")
+            if encoding != "UTF8":
+                raise StorageError(
+                    f"juhe-sync needs a UTF8 database, and this one is {encoding}: "
+                    "create it with ENCODING 'UTF8' (and TEMPLATE template0 if the cluster's default differs)"
+                )
             conn.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
             applied = apply_pending(conn, "postgresql")
             raw.commit()
