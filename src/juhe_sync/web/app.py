@@ -176,8 +176,7 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
         guid: Guid,
         conversation_id: Annotated[str | None, Query(description="`S:<user_id>` or `R:<room_id>`.")] = None,
         keyword: Annotated[
-            str | None,
-            Query(description="Case-insensitive substring of the message text, at most 1,000 characters."),
+            str | None, Query(description="Case-insensitive substring of the text, at most 1,000 characters.")
         ] = None,
         start_time: Annotated[
             str | None, Query(description="ISO 8601, inclusive; a date alone allowed.")
