@@ -19,7 +19,7 @@ are all visible), so it is what a common keyword costs; the query's count limit 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from juhe_sync.records import MessageQuery, Page
 from juhe_sync.storage import reads, search
@@ -39,8 +39,28 @@ WALK_MOST = 50_000
 _INDEX_ONLY = "SET LOCAL enable_seqscan = off; SET LOCAL enable_indexscan = off"
 
 
-def conditions(query: MessageQuery, conversation_id: int | None) -> tuple[str, list[Any], str, list[Any]]:
-    """(match, its params, range, its params): the keyword's condition and the time range's."""
+class Conditions(NamedTuple):
+    """A keyword search's conditions: the keyword's (``match``) and the time range's (``span``)."""
+
+    match: str
+    match_params: list[Any]
+    span: str
+    span_params: list[Any]
+
+    @property
+    def where(self) -> tuple[str, list[Any]]:
+        return f"{self.match} AND {self.span}", [*self.match_params, *self.span_params]
+
+
+class Scope(NamedTuple):
+    """Where a search looks: a device or one of its conversations, and the statement of its size."""
+
+    column: str
+    id: int
+    size_sql: str
+
+
+def conditions(query: MessageQuery, conversation_id: int | None) -> Conditions:
     assert query.keyword
     codes, verify = search.query_grams(query.device_id, conversation_id, query.keyword)
     match, params = "grams @> ?::bigint[]", list[Any]([codes])
@@ -49,53 +69,53 @@ def conditions(query: MessageQuery, conversation_id: int | None) -> tuple[str, l
         match += " AND strpos(content, ?) > 0" if how == "strpos" else " AND content ~ ?"
         params.append(needle)
     if query.start is None and query.end is None:
-        return match, params, "TRUE", []
-    return match, params, "id BETWEEN ? AND ?", list(id_range(query.start, query.end))
+        return Conditions(match, params, "TRUE", [])
+    return Conditions(match, params, "id BETWEEN ? AND ?", list(id_range(query.start, query.end)))
+
+
+def scope(query: MessageQuery, conversation_id: int | None) -> Scope:
+    if conversation_id is None:
+        return Scope("device_id", query.device_id, "SELECT messages_count FROM devices WHERE id = ?")
+    return Scope("conversation_id", conversation_id, "SELECT message_count FROM conversations WHERE id = ?")
 
 
 def messages(conn: Any, query: MessageQuery, conversation_id: int | None) -> Page:
-    match, match_params, span, span_params = conditions(query, conversation_id)
-    where, params = f"{match} AND {span}", [*match_params, *span_params]
+    found = conditions(query, conversation_id)
+    where, params = found.where
     if not query.count:  # an export's pages: nothing counted to choose by
         return reads.message_page(conn, "messages", "id", where, params, query)
-    total, capped, size = _count(conn, query, conversation_id, where, params)
+    within = scope(query, conversation_id)
+    total, capped, size = _count(conn, query, within, where, params)
     ids: list[int] | None = [] if total == 0 else None
     if ids is None and (capped or total > WALK_ABOVE):
-        ids = _walk(
-            conn, query, conversation_id, (total, capped, size), match, match_params, span, span_params
-        )
+        ids = _walk(conn, query, within, (total, capped, size), found)
     if ids is None:
         ids = _page(conn, query, where, params)
     return reads.page_of(conn, ids, total, capped, query)
 
 
 def _count(
-    conn: Any, query: MessageQuery, conversation_id: int | None, where: str, params: list[Any]
+    conn: Any, query: MessageQuery, within: Scope, where: str, params: list[Any]
 ) -> tuple[int, bool, int]:
     """(matches, whether counting stopped at the limit, messages in the search's scope)."""
-    sql, sql_params = count_sql(query, conversation_id, where, params)
-    limit = query.count_limit
-    if limit is None:
+    sql, sql_params = count_sql(query, within, where, params)
+    if query.count_limit is None:
         total, size = conn.execute(sql, sql_params).fetchone()
-        return int(total), False, int(size or 0)
-    with conn.raw.transaction():  # SET LOCAL ends with it, whatever happens
-        conn.execute(_INDEX_ONLY)
-        total, size = conn.execute(sql, sql_params).fetchone()
-    return (limit, True, int(size or 0)) if total > limit else (int(total), False, int(size or 0))
+    else:
+        with conn.raw.transaction():  # SET LOCAL ends with it, whatever happens
+            conn.execute(_INDEX_ONLY)
+            total, size = conn.execute(sql, sql_params).fetchone()
+    return (*reads.capped_total(int(total), query.count_limit), int(size or 0))
 
 
 def count_sql(
-    query: MessageQuery, conversation_id: int | None, where: str, params: list[Any]
+    query: MessageQuery, within: Scope, where: str, params: list[Any]
 ) -> tuple[str, tuple[Any, ...]]:
     """The statement counting the matches (one past the limit, if any) and the scope's size."""
-    if conversation_id is None:
-        size_sql, scope_id = "SELECT messages_count FROM devices WHERE id = ?", query.device_id
-    else:
-        size_sql, scope_id = "SELECT message_count FROM conversations WHERE id = ?", conversation_id
     hits, hits_params = f"SELECT 1 FROM messages WHERE {where}", list(params)
     if query.count_limit is not None:
         hits, hits_params = f"{hits} LIMIT ?", [*hits_params, query.count_limit + 1]
-    return f"SELECT (SELECT count(*) FROM ({hits}) AS hits), ({size_sql})", (*hits_params, scope_id)
+    return f"SELECT (SELECT count(*) FROM ({hits}) AS hits), ({within.size_sql})", (*hits_params, within.id)
 
 
 def _page(conn: Any, query: MessageQuery, where: str, params: list[Any]) -> list[int]:
@@ -107,40 +127,32 @@ def _page(conn: Any, query: MessageQuery, where: str, params: list[Any]) -> list
 
 def _page_sql(query: MessageQuery, where: str, params: list[Any]) -> tuple[str, tuple[Any, ...]]:
     order = "ASC" if query.ascending else "DESC"
-    offset = 0 if query.after is not None else query.offset
     sql = f"SELECT id FROM messages WHERE {where} ORDER BY id + 0 {order} LIMIT ? OFFSET ?"
-    return sql, (*params, query.limit, offset)
+    return sql, (*params, query.limit, reads.page_offset(query))
 
 
 def _walk(
-    conn: Any,
-    query: MessageQuery,
-    conversation_id: int | None,
-    counted: tuple[int, bool, int],
-    match: str,
-    match_params: list[Any],
-    span: str,
-    span_params: list[Any],
+    conn: Any, query: MessageQuery, within: Scope, counted: tuple[int, bool, int], found: Conditions
 ) -> list[int] | None:
     """The page through the scope's id index, or None when :func:`walk_window` says not to or the
     window read did not hold a whole page."""
-    scope, scope_id = (
-        ("device_id", query.device_id) if conversation_id is None else ("conversation_id", conversation_id)
-    )
     window = walk_window(query, counted)
     if window is None:
         return None
     order = "ASC" if query.ascending else "DESC"
     inner, inner_params = reads.keyset(
-        f"{scope} = ? AND {span}", [scope_id, *span_params], "id", query.after, query.ascending
+        f"{within.column} = ? AND {found.span}",
+        [within.id, *found.span_params],
+        "id",
+        query.after,
+        query.ascending,
     )
     sql = (
         f"SELECT id FROM (SELECT id, grams, content FROM messages WHERE {inner} ORDER BY id {order} "
-        f"LIMIT ?) AS w WHERE {match} ORDER BY id {order} LIMIT ? OFFSET ?"
+        f"LIMIT ?) AS w WHERE {found.match} ORDER BY id {order} LIMIT ? OFFSET ?"
     )
-    offset = 0 if query.after is not None else query.offset
-    found = conn.execute(sql, (*inner_params, window, *match_params, query.limit, offset)).fetchall()
-    ids = [r[0] for r in found]
+    params = (*inner_params, window, *found.match_params, query.limit, reads.page_offset(query))
+    ids = [r[0] for r in conn.execute(sql, params).fetchall()]
     return ids if len(ids) == query.limit else None
 
 
@@ -149,8 +161,7 @@ def walk_window(query: MessageQuery, counted: tuple[int, bool, int]) -> int | No
     spread evenly, or None when that is more than the GIN index holds (a capped count is a floor:
     the index holds more, often far more) or more than :data:`WALK_MOST`."""
     total, capped, size = counted
-    wanted = query.limit + (0 if query.after is not None else query.offset)
-    expected = wanted * max(size, total) / total
+    expected = (query.limit + reads.page_offset(query)) * max(size, total) / total
     if (expected >= total and not capped) or expected * WALK_SLACK > WALK_MOST:
         return None
     return max(int(expected * WALK_SLACK), WALK_LEAST)
@@ -158,9 +169,8 @@ def walk_window(query: MessageQuery, counted: tuple[int, bool, int]) -> int | No
 
 def plans(conn: Any, query: MessageQuery) -> list[str]:
     """EXPLAIN of the count and of the GIN index's page, as :func:`messages` runs them."""
-    match, match_params, span, span_params = conditions(query, None)
-    where, params = f"{match} AND {span}", [*match_params, *span_params]
-    sqls = [count_sql(query, None, where, params), _page_sql(query, where, params)]
+    where, params = conditions(query, None).where
+    sqls = [count_sql(query, scope(query, None), where, params), _page_sql(query, where, params)]
     with conn.raw.transaction():
         if query.count_limit is not None:
             conn.execute(_INDEX_ONLY)

@@ -191,7 +191,7 @@ def message_page(
         r[0]
         for r in conn.execute(
             f"SELECT {key} FROM {table} WHERE {page_where} ORDER BY {key} {order} LIMIT ? OFFSET ?",
-            (*page_params, q.limit, 0 if q.after is not None else q.offset),
+            (*page_params, q.limit, page_offset(q)),
         ).fetchall()
     ]
     capped = False
@@ -208,8 +208,17 @@ def count_matches(conn: Conn, select: str, params: list[Any], q: MessageQuery) -
     if q.count_limit is None:
         return int(conn.execute(f"SELECT count(*) FROM ({select}) AS hits", params).fetchone()[0]), False
     found = conn.execute(f"SELECT count(*) FROM ({select} LIMIT ?) AS hits", (*params, q.count_limit + 1))
-    n = int(found.fetchone()[0])
-    return (q.count_limit, True) if n > q.count_limit else (n, False)
+    return capped_total(int(found.fetchone()[0]), q.count_limit)
+
+
+def capped_total(counted: int, limit: int | None) -> tuple[int, bool]:
+    """(the total to report, whether it is capped) of ``counted`` rows, counted to one past ``limit``."""
+    return (limit, True) if limit is not None and counted > limit else (counted, False)
+
+
+def page_offset(q: MessageQuery) -> int:
+    """Rows skipped before the page: none after a cursor, which says where the page starts."""
+    return 0 if q.after is not None else q.offset
 
 
 def page_of(conn: Conn, ids: list[int], total: int, capped: bool, q: MessageQuery) -> Page:

@@ -132,6 +132,7 @@ def query_grams(device_id: int, conversation_id: int | None, keyword: str) -> tu
 CASED_BELOW = 0x20000
 #: Characters that fold to two: only İ, to "i" and a combining dot above (a test checks).
 EXPANDING = {"\u0130": "i\u0307"}
+_HALVES = frozenset("".join(EXPANDING.values()))
 
 
 @functools.cache
@@ -149,8 +150,7 @@ def text_check(folded: str) -> tuple[str, str]:
     """How PostgreSQL finds the folded keyword in a text exactly as in its fold: ("strpos", the
     keyword) or ("regex", a pattern for ``~``)."""
     sources = _folded_from()
-    halves = {ch for pair in EXPANDING.values() for ch in pair}
-    if not any(ch in sources or ch in halves for ch in folded):
+    if not any(ch in sources or ch in _HALVES for ch in folded):
         return "strpos", folded
     classes = [{ch, *sources.get(ch, ())} for ch in folded]
     for whole, pair in EXPANDING.items():  # a text's İ may hold the keyword's first or last
