@@ -88,3 +88,15 @@ def test_a_database_not_in_utf8_is_refused_with_what_to_do() -> None:
     finally:
         with psycopg.connect(PG_URL, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_sqlite_search_index_merges_sixteen_segments_at_a_time(tmp_path: Path) -> None:
+    """New and upgraded databases alike (the setting lives in the index's own config table)."""
+    store = open_store(f"sqlite:///{tmp_path / 'fts.db'}")
+    try:
+        store.migrate()
+        feed_fixtures(store)
+        config = dict(store.read(lambda c: c.execute("SELECT k, v FROM message_fts_config").fetchall()))
+        assert config["automerge"] == 16 and config["crisismerge"] == 32
+    finally:
+        store.close()
