@@ -120,6 +120,8 @@ class IngestProcess:
         self._lock = threading.Lock()  # the child's life: _conn, _proc, _pause, _retry_at
         self._conn: Connection | None = None
         self._proc: multiprocessing.process.BaseProcess | None = None
+        #: The thread reading the child's replies: it reaps the child once the pipe closes.
+        self._reader: threading.Thread | None = None
         self._pause = RESTART_PAUSE
         self._retry_at = 0.0
         self._closed = False
@@ -154,8 +156,9 @@ class IngestProcess:
             return
         theirs.close()
         self._conn, self._proc = ours, proc
-        threading.Thread(target=self._read, args=(ours, proc), name="juhe-sync-callback-writer-replies",
-                         daemon=True).start()  # fmt: skip
+        self._reader = threading.Thread(target=self._read, args=(ours, proc), name="juhe-sync-callback-writer-replies",
+                                        daemon=True)  # fmt: skip
+        self._reader.start()
         if self._retention is not None:
             self._outbox.put((ours, (None, "retention", self._retention)))
 
@@ -277,7 +280,7 @@ class IngestProcess:
         """Let the child commit what it was sent, then stop it."""
         with self._lock:
             self._closed = True
-            conn, proc = self._conn, self._proc
+            conn, proc, reader = self._conn, self._proc, self._reader
             if conn is not None:
                 self._outbox.put((conn, (None, "stop", None)))
         self._outbox.put(None)
@@ -285,11 +288,13 @@ class IngestProcess:
         deadline = time.monotonic() + wait
         # The sender may be blocked on a full pipe while the child writes: bounded, like the rest.
         self._sender.join(wait)
-        if proc is None:
+        if proc is None or reader is None:
             return
-        proc.join(max(0.0, deadline - time.monotonic()))  # its replies are read meanwhile
-        if proc.is_alive():
+        # The reader takes the last replies and then reaps the child. (Joining the child here too
+        # raced with it: whichever thread lost found no child to wait for and took it as alive.)
+        reader.join(max(0.0, deadline - time.monotonic()))
+        if reader.is_alive():
             log.error("the callback writer did not stop in %g s; killing it", wait)
             proc.kill()  # the sender's write to it fails, and what it held gets 503
-            proc.join()
+            reader.join()
         self._sender.join(5)

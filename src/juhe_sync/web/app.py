@@ -6,23 +6,20 @@ import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
 from fastapi import Body, FastAPI, Query, Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from juhe_sync import __version__, logs
 from juhe_sync.config import Settings
-from juhe_sync.errors import ApiError, Unauthorized
-from juhe_sync.ingest.envelope import parse_body
-from juhe_sync.service.ingest import Ingestor, count_refused
+from juhe_sync.errors import ApiError
 from juhe_sync.service.runtime import Runtime
 from juhe_sync.storage.sqlstore import SQLStore
 from juhe_sync.web import errors, exports, mcp, schemas, viewer
-from juhe_sync.web.body import read_body
+from juhe_sync.web.callback import ACK, BENCH_PATH, PATH, Application, CallbackEndpoint
 from juhe_sync.web.edge import EdgeGuard, HostRule, principal_of
 from juhe_sync.web.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from juhe_sync.web.metrics import RequestMetrics, StoreCollector, exposition, process_exiting
@@ -31,10 +28,6 @@ from juhe_sync.web.responses import json_response, ok
 
 log = logging.getLogger("juhe_sync.web")
 
-_ACK = b'{"success":true,"message":"Callback processed"}'
-#: Bodies above this many bytes are parsed and normalised in a worker thread, one at a time: the
-#: event loop keeps answering, and concurrent large callbacks cannot add up their memory.
-LARGE_BODY = 256 * 1024
 #: Routes without an API token: liveness and readiness, the callback (it has its own secret), and
 #: the viewer's page, script, style and sign-in (they hold no data).
 PROBES = ("/healthz", "/readyz")
@@ -86,10 +79,10 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
         finally:
             app.state.store_metrics.close()
             await runtime.stop()
-            large_worker.shutdown(wait=False)
+            endpoint.close()
             process_exiting()
 
-    app = FastAPI(
+    app = Application(
         title="juhe-sync",
         version=__version__,
         description="Durable copy of juhebot devices' contacts, rooms and messages, with a query API.",
@@ -97,19 +90,25 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
         redirect_slashes=False,
     )
     errors.install(app)
-    app.add_middleware(
-        EdgeGuard,
-        hosts=HostRule(settings.host_patterns),
-        public=PUBLIC_ROUTES,
-        public_prefixes=PUBLIC_PREFIXES,
-        unchecked_host=PROBES,
-    )
+    hosts = HostRule(settings.host_patterns)
+
+    def guarded(inner: ASGIApp) -> ASGIApp:
+        return EdgeGuard(
+            inner, hosts=hosts, public=PUBLIC_ROUTES, public_prefixes=PUBLIC_PREFIXES, unchecked_host=PROBES
+        )
+
+    app.add_middleware(guarded)
     # Added last, so outermost: it also times what the edge refuses.
     app.add_middleware(RequestMetrics, routes=app.router.routes)
-    large_bodies = asyncio.Semaphore(1)
-    # One thread for them too: what a large body allocates is freed into the same malloc arena
-    # that the next one allocates from, instead of into one arena per pool thread.
-    large_worker = ThreadPoolExecutor(1, thread_name_prefix="juhe-sync-large-callback")
+    # POST /callback in front of the framework, behind the same guard and metrics (web.callback).
+    endpoint = CallbackEndpoint(settings.max_body_bytes)
+    lanes: dict[str, ASGIApp] = {PATH: endpoint}
+    if settings.bench_routes:
+        lanes[BENCH_PATH] = CallbackEndpoint(settings.max_body_bytes, parse_only=True)
+    app.lanes = {
+        path: RequestMetrics(guarded(lane), routes=app.router.routes, label=path)
+        for path, lane in lanes.items()
+    }
 
     @app.post(
         "/callback",
@@ -128,32 +127,9 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
         },
     )
     async def callback(request: Request) -> Response:
-        token = request.query_params.get("token")
-        ingestor: Ingestor = request.app.state.ingestor
-        if not ingestor.admits(token):
-            count_refused("callback", 401)
-            raise Unauthorized(
-                "callback secret missing or wrong: the notify URL needs ?token=<JUHE_SYNC_CALLBACK_TOKEN>"
-            )
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) <= LARGE_BODY:
-            await ingestor.ingest(
-                await _read_callback(request, settings.max_body_bytes), "callback", token=token
-            )
-        else:
-            # One large body at a time, from its first byte to its commit: their memory never adds up.
-            async with large_bodies:
-                text = await _read_callback(request, settings.max_body_bytes)
-                worker = large_worker if len(text) > LARGE_BODY else None
-                await ingestor.ingest(text, "callback", token=token, worker=worker)
-                del text
-        return Response(_ACK, media_type="application/json")
-
-    # FastAPI's per-request work (solving the route's dependencies, wrapping the endpoint) was a
-    # quarter of the CPU of the HTTP path of a callback. The same handler, as a plain Starlette
-    # route first in the router, serves it: the middleware (edge, metrics) and the exception
-    # handlers are the same; the FastAPI route above stays for the OpenAPI document.
-    app.router.routes.insert(0, Route("/callback", callback, methods=["POST"], include_in_schema=False))
+        # Served by the lane above; here for the OpenAPI document (and the 405 of other methods).
+        await endpoint.take(request.scope, request.receive)
+        return Response(ACK, media_type="application/json")
 
     @app.get("/api/contacts", response_model=schemas.ContactsResponse, responses=error_responses(400, 500))
     def contacts(
@@ -351,13 +327,6 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
         principal_of(request.scope).require_admin("read metrics")
         return Response(exposition(request.app.state.store_metrics), media_type=METRICS_CONTENT_TYPE)
 
-    if settings.bench_routes:
-
-        @app.post("/_bench/parse", include_in_schema=False)
-        async def bench_parse(request: Request) -> Response:
-            parse_body(await read_body(request, settings.max_body_bytes))
-            return Response(_ACK, media_type="application/json")
-
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
         # Liveness: answered on the event loop, touching nothing that can block (not the database,
@@ -380,14 +349,6 @@ def create_app(settings: Settings | None = None, store: SQLStore | None = None) 
     app.router.routes.append(mcp.route())  # behind the edge like any API route
     app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
     return app
-
-
-async def _read_callback(request: Request, limit: int) -> str:
-    try:
-        return await read_body(request, limit)
-    except ApiError as exc:  # too large, not UTF-8, or the sender gave up midway
-        count_refused("callback", exc.status)
-        raise
 
 
 def _token_json(record: Any) -> dict[str, Any]:

@@ -33,16 +33,28 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "Invalid parameters"
 
 
+def answer(method: str, path: str, exc: ApiError) -> Response:
+    """The response to ``exc`` raised by ``method path``, logged as it deserves."""
+    if exc.logged:
+        pass  # the store logged the cause, once per interval however many requests it failed
+    elif exc.status >= 500:
+        log.error("%s %s failed: %s", method, path, exc.message)
+    elif isinstance(exc, ClientGone):
+        log.warning("%s %s: %s", method, path, exc.message)
+    return error_response(exc, {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None)
+
+
+def unexpected(method: str, path: str) -> Response:
+    """The response to an exception nobody expected (call it in the ``except`` block: it logs the
+    traceback, which the client never sees)."""
+    log.exception("unexpected error in %s %s", method, path)
+    return json_response(error_body("Internal server error", "INTERNAL_ERROR"), 500)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Response:
-        if exc.logged:
-            pass  # the store logged the cause, once per interval however many requests it failed
-        elif exc.status >= 500:
-            log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
-        elif isinstance(exc, ClientGone):
-            log.warning("%s %s: %s", request.method, request.url.path, exc.message)
-        return error_response(exc, {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None)
+        return answer(request.method, request.url.path, exc)
 
     @app.exception_handler(ClientDisconnect)
     async def gone(request: Request, exc: ClientDisconnect) -> Response:
@@ -59,6 +71,5 @@ def install(app: FastAPI) -> None:
         return json_response(error_body(detail, code), exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unexpected error in %s %s", request.method, request.url.path)
-        return json_response(error_body("Internal server error", "INTERNAL_ERROR"), 500)
+    async def bug(request: Request, exc: Exception) -> Response:
+        return unexpected(request.method, request.url.path)

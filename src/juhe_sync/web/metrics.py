@@ -31,9 +31,12 @@ class RequestMetrics:
     """Times every HTTP request, those the edge refuses included, under its route template (never
     the raw path: ids in paths would make a series each)."""
 
-    def __init__(self, app: ASGIApp, *, routes: Sequence[BaseRoute]):
+    def __init__(self, app: ASGIApp, *, routes: Sequence[BaseRoute], label: str | None = None):
+        """``label``: the route of every request this instance sees (one route's own metrics),
+        instead of looking for it among ``routes``."""
         self.app = app
         self.routes = routes
+        self.label = label
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -57,6 +60,8 @@ class RequestMetrics:
             metrics.child(metrics.HTTP_REQUESTS, route, method, str(status)).inc()
 
     def _route(self, scope: Scope) -> str:
+        if self.label is not None:
+            return self.label
         route = scope.get("route")  # set by the router when the request got that far
         if route is None:  # refused at the edge, or no such route
             route = next((r for r in self.routes if r.matches(scope)[0] != Match.NONE), None)
