@@ -9,7 +9,9 @@ import pytest
 
 import juhe_sync.storage.migrations as migrations
 import juhe_sync.storage.writer as writer
+from juhe_sync.records import MessageQuery
 from juhe_sync.service.stores import open_store
+from juhe_sync.storage import sqlite
 from juhe_sync.storage.sqlstore import SQLStore
 from juhe_sync.sync.jobs import Syncer
 from tests.conftest import PG_URL, SIM_GUID, Simulator
@@ -77,7 +79,9 @@ def test_a_database_not_in_utf8_is_refused_with_what_to_do() -> None:
 
     name = f"juhe_sql_ascii_{random.randrange(10**9)}"
     with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C'")
+        conn.execute(
+            f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C'"
+        )
     try:
         store = open_store(PG_URL.rsplit("/", 1)[0] + f"/{name}")
         try:
@@ -90,13 +94,36 @@ def test_a_database_not_in_utf8_is_refused_with_what_to_do() -> None:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def test_sqlite_search_index_merges_sixteen_segments_at_a_time(tmp_path: Path) -> None:
-    """New and upgraded databases alike (the setting lives in the index's own config table)."""
+def test_sqlite_search_index_merges_a_step_at_every_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index does not merge on its own (its merges came in bursts inside commits); each write
+    transaction that indexes something merges a step, so its segments stay few."""
     store = open_store(f"sqlite:///{tmp_path / 'fts.db'}")
     try:
         store.migrate()
-        feed_fixtures(store)
         config = dict(store.read(lambda c: c.execute("SELECT k, v FROM message_fts_config").fetchall()))
-        assert config["automerge"] == 16 and config["crisismerge"] == 32
+        assert (config["automerge"], config["usermerge"], config["crisismerge"]) == (0, 16, 64)
+
+        def segments() -> int:
+            return int(
+                store.read(
+                    lambda c: c.execute("SELECT count(DISTINCT segid) FROM message_fts_idx").fetchone()[0]
+                )
+            )
+
+        def write(first: int, count: int) -> None:
+            for n in range(first, first + count):  # one transaction each, as a quiet server writes them
+                feed(store, {"guid": "merge-device", "notify_type": 11010, "data": {"appinfo": f"m{n}",
+                     "sender": "7881300000001234", "sendtime": 1718000000 + n, "msg_type": 2, "content": f"第{n}条"}})  # fmt: skip
+
+        write(0, 300)
+        merged = segments()
+        monkeypatch.setattr(sqlite, "MERGE_PAGES", 0)
+        monkeypatch.setattr(sqlite, "_FTS_MERGE", "SELECT ?")  # the step left out
+        write(300, 300)
+        assert merged <= 32 < segments()  # without the step they pile up (to 64: the safety valve)
+        page = store.messages(MessageQuery(store.device("merge-device").id, keyword="条", limit=5))  # type: ignore[union-attr]
+        assert page.total == 600
     finally:
         store.close()

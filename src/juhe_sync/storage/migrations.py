@@ -197,15 +197,19 @@ _FAILED_PER_DEVICE = ("CREATE INDEX journal_failed_device ON journal (device_id)
 # redelivery in another envelope, a replay of an event that also carried it, a pull, an import).
 _PURGED_BEFORE = ("ALTER TABLE devices ADD COLUMN purged_before BIGINT",)
 
-# FTS5 keeps its index as segments, merged level by level; by default 4 of a level are merged into
-# one of the next. Every write transaction adds a small segment, so each posting was rewritten at
-# every level: FTS5 pages were 3.4 of the 9.2 pages a single callback wrote to the WAL (1M
-# messages), and the checkpoints that copy them back stalled a commit in a hundred for 35-55 ms.
-# Merging 16 at a time rewrites each posting a third as often; a level merges at once ("crisis")
-# only at 32. Searches read up to four times as many segments: measured the same (BENCHMARKS.md).
-_WIDER_MERGES = (
-    "INSERT INTO message_fts (message_fts, rank) VALUES ('automerge', 16)",
-    "INSERT INTO message_fts (message_fts, rank) VALUES ('crisismerge', 32)",
+# FTS5 keeps its index as segments, merged level by level. Every write transaction adds a small
+# one, and by default FTS5 merges 4 of a level into one of the next: a posting was rewritten at
+# every level (FTS5 pages were 3.4 of the 9.2 pages a single callback wrote to the WAL, 1M
+# messages), and the merging came in bursts, a work unit of 64 pages per level inside every
+# 64th commit, or a whole level at once when it reached 16 segments (a commit of 7.6 s measured
+# on a grown index). So the index no longer merges on its own: merges take 16 segments of a level
+# at a time (a posting is rewritten a third as often), and every write transaction that indexed
+# something does a bounded step of merge work before its COMMIT (storage.sqlite, MERGE_PAGES).
+# At 64 segments a level is still merged at once, as a safety valve (BENCHMARKS.md).
+_MERGE_SETTINGS = (
+    "INSERT INTO message_fts (message_fts, rank) VALUES ('automerge', 0)",
+    "INSERT INTO message_fts (message_fts, rank) VALUES ('usermerge', 16)",
+    "INSERT INTO message_fts (message_fts, rank) VALUES ('crisismerge', 64)",
 )
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -238,7 +242,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "conversation list", sqlite=_CONVERSATION_LIST, postgresql=_CONVERSATION_LIST),
     Migration(5, "failed events per device", sqlite=_FAILED_PER_DEVICE, postgresql=_FAILED_PER_DEVICE),
     Migration(6, "purge watermark", sqlite=_PURGED_BEFORE, postgresql=_PURGED_BEFORE),
-    Migration(7, "search index merged in wider steps", sqlite=_WIDER_MERGES, postgresql=()),
+    Migration(7, "search index merged a step at every write", sqlite=_MERGE_SETTINGS, postgresql=()),
 )
 
 
