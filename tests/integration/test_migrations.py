@@ -94,11 +94,11 @@ def test_a_database_not_in_utf8_is_refused_with_what_to_do() -> None:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def test_sqlite_search_index_merges_a_step_at_every_write(
+def test_sqlite_search_index_merges_in_steps_as_it_is_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The index does not merge on its own (its merges came in bursts inside commits); each write
-    transaction that indexes something merges a step, so its segments stay few."""
+    """The index does not merge on its own (its merges came in bursts inside commits); the writes
+    that index something merge in steps, so its segments stay few."""
     store = open_store(f"sqlite:///{tmp_path / 'fts.db'}")
     try:
         store.migrate()
@@ -119,8 +119,7 @@ def test_sqlite_search_index_merges_a_step_at_every_write(
 
         write(0, 300)
         merged = segments()
-        monkeypatch.setattr(sqlite, "MERGE_PAGES", 0)
-        monkeypatch.setattr(sqlite, "_FTS_MERGE", "SELECT ?")  # the step left out
+        monkeypatch.setattr(sqlite, "_FTS_MERGE", "SELECT ?")  # the steps left out
         write(300, 300)
         assert merged <= 32 < segments()  # without the step they pile up (to 64: the safety valve)
         page = store.messages(MessageQuery(store.device("merge-device").id, keyword="条", limit=5))  # type: ignore[union-attr]

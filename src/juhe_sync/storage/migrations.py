@@ -203,8 +203,8 @@ _PURGED_BEFORE = ("ALTER TABLE devices ADD COLUMN purged_before BIGINT",)
 # messages), and the merging came in bursts, a work unit of 64 pages per level inside every
 # 64th commit, or a whole level at once when it reached 16 segments (a commit of 7.6 s measured
 # on a grown index). So the index no longer merges on its own: merges take 16 segments of a level
-# at a time (a posting is rewritten a third as often), and every write transaction that indexed
-# something does a bounded step of merge work before its COMMIT (storage.sqlite, MERGE_PAGES).
+# at a time (a posting is rewritten a third as often), and the write transactions that index
+# something merge in bounded steps before their COMMIT (storage.sqlite, MERGE_STEP).
 # At 64 segments a level is still merged at once, as a safety valve (BENCHMARKS.md).
 _MERGE_SETTINGS = (
     "INSERT INTO message_fts (message_fts, rank) VALUES ('automerge', 0)",

@@ -111,6 +111,8 @@ class SQLiteDialect:
 
     def __init__(self) -> None:
         self.pending: list[tuple[str, tuple[Any, ...]]] = []
+        #: Pages of search-index merging owed by the transactions so far (see flush).
+        self.merge_owed = 0
 
     def index_message(
         self, conn: Any, message_id: int, device_id: int, conversation_id: int, index: Any
@@ -137,17 +139,23 @@ class SQLiteDialect:
         for sql, run in itertools.groupby(self.pending, key=lambda op: op[0]):
             conn.executemany(sql, [params for _, params in run])
         if self.pending:
-            # The index does not merge on its own (migration 7): each transaction that added to it
-            # merges about a page per row it indexed, what the rows will cost on their way up the
-            # levels, and at least MERGE_PAGES, which works off a backlog. Nothing to merge: a no-op.
-            conn.execute(_FTS_MERGE, (max(MERGE_PAGES, len(self.pending)),))
+            # The index does not merge on its own (migration 7). Each transaction that added to it
+            # owes about a page of merging per row (what the rows cost on their way up the levels,
+            # with room to work off a backlog), at least MERGE_PER_WRITE; once MERGE_STEP pages are
+            # owed they are merged. Steps much smaller cost more in all: each one rewrites the first
+            # page of each of the 16 segments it merges from. Nothing to merge: a no-op.
+            self.merge_owed += max(MERGE_PER_WRITE, len(self.pending))
+            if self.merge_owed >= MERGE_STEP:
+                conn.execute(_FTS_MERGE, (self.merge_owed,))
+                self.merge_owed = 0
         self.pending.clear()
 
 
 _FTS_INSERT = "INSERT INTO message_fts (rowid, meta, uni, bi) VALUES (?, ?, ?, ?)"
 _FTS_MERGE = "INSERT INTO message_fts (message_fts, rank) VALUES ('merge', ?)"
-#: Least pages of search-index merging a write transaction that indexed something does.
-MERGE_PAGES = 16
+#: Pages of search-index merging done at once, and owed at least by each write that indexed rows.
+MERGE_STEP = 128
+MERGE_PER_WRITE = 8
 _FTS_DELETE = "INSERT INTO message_fts (message_fts, rowid, meta, uni, bi) VALUES ('delete', ?, ?, ?, ?)"
 
 
