@@ -7,7 +7,7 @@ one database.
 Every run copies the database twice (a build's migrations then touch only its own copy, so the
 earlier build runs on the schema and settings it made), starts a server from each checkout on its
 copy with the same settings as ``./dev bench``, warms each up for 3 s (not counted) and runs the
-same wrk load against both, the earlier one first. Prints each run and the medians. The copy must
+same wrk load against both, each first every other run. Prints each run and the medians. The copy must
 be of a database neither build has migrated past the earlier one's schema: ``./dev bench`` migrates
 its data file to this checkout's. For PostgreSQL, give a ``postgresql://`` URL: each copy is a
 ``CREATE DATABASE ... TEMPLATE`` of it.
@@ -85,16 +85,19 @@ def main() -> None:
 
     path, mode = PATHS[args.mode]
     results: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
+    sides = [("before", args.before), ("after", args.after)]
     for run in range(1, args.runs + 1):
-        for side, checkout in (("before", args.before), ("after", args.after)):
+        for side, checkout in sides if run % 2 else sides[::-1]:  # each goes first every other run
             url = copy_database(args.database, f"ab_{side}")
             env = {"PYTHONPATH": str(checkout.resolve() / "src")}
-            server = Server(url, args.port, ROOT / "data" / f"ab-{side}.log", env)
             try:
-                wrk(server.base, path, mode, 3, args.connections, f"ab-warm-{side}")
-                result = wrk(server.base, path, mode, args.seconds, args.connections, f"ab-{side}-{run}")
+                server = Server(url, args.port, ROOT / "data" / f"ab-{side}.log", env)
+                try:
+                    wrk(server.base, path, mode, 3, args.connections, f"ab-warm-{side}")
+                    result = wrk(server.base, path, mode, args.seconds, args.connections, f"ab-{side}-{run}")
+                finally:
+                    server.stop()
             finally:
-                server.stop()
                 drop_database(url)
             results[side].append(result)
             print(f"run {run} {side:6}: {result['requests_per_s']:9,.0f} req/s {result['messages_per_s']:9,.0f} "

@@ -46,6 +46,13 @@ def test_an_unexpected_error_is_the_documented_500_and_logged(
     assert r.json() == {"success": False, "error": "Internal server error", "code": "INTERNAL_ERROR"}
     assert "secret detail" not in r.text and r.headers["x-request-id"]
     assert "unexpected error in POST /callback" in caplog.text and "secret detail of a bug" in caplog.text
+    assert app.middleware_stack is None  # the framework never saw it: built at its first request
+
+
+def test_a_callback_before_the_store_is_open_is_told_to_come_back(tmp_path: Path) -> None:
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'lane.db'}"))  # no lifespan run
+    r = _post(app, "/callback", json=BODY)
+    assert r.status_code == 503 and r.json()["code"] == "SERVICE_UNAVAILABLE"
 
 
 def test_the_lane_keeps_the_edge_and_leaves_the_rest_to_the_framework(tmp_path: Path) -> None:

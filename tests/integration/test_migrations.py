@@ -126,3 +126,20 @@ def test_sqlite_search_index_merges_in_steps_as_it_is_written(
         assert page.total == 600
     finally:
         store.close()
+
+
+def test_a_bulk_write_pays_its_merging_over_the_next_writes(tmp_path: Path) -> None:
+    """At most MERGE_MOST pages of merging in one commit, whatever a transaction indexed."""
+    store = open_store(f"sqlite:///{tmp_path / 'bulk.db'}")
+    try:
+        store.migrate()
+        items = [{"appinfo": f"b{n}", "sender": "7881300000001234", "sendtime": 1718000000 + n, "msg_type": 2,
+                  "content": f"批量{n}"} for n in range(600)]  # fmt: skip
+        feed(store, {"guid": "bulk-device", "notify_type": 11013, "data": items})
+        assert store.dialect.merge_owed == 600 - sqlite.MERGE_MOST  # type: ignore[attr-defined]
+        feed(
+            store, {"guid": "bulk-device", "notify_type": 11010, "data": {**items[0], "appinfo": "one-more"}}
+        )
+        assert store.dialect.merge_owed == 600 - sqlite.MERGE_MOST + sqlite.MERGE_PER_WRITE  # type: ignore[attr-defined]
+    finally:
+        store.close()

@@ -142,20 +142,26 @@ class SQLiteDialect:
             # The index does not merge on its own (migration 7). Each transaction that added to it
             # owes about a page of merging per row (what the rows cost on their way up the levels,
             # with room to work off a backlog), at least MERGE_PER_WRITE; once MERGE_STEP pages are
-            # owed they are merged. Steps much smaller cost more in all: each one rewrites the first
-            # page of each of the 16 segments it merges from. Nothing to merge: a no-op.
-            self.merge_owed += max(MERGE_PER_WRITE, len(self.pending))
-            if self.merge_owed >= MERGE_STEP:
-                conn.execute(_FTS_MERGE, (self.merge_owed,))
-                self.merge_owed = 0
+            # owed they are merged, at most MERGE_MOST in one commit (a bulk write's debt is paid
+            # over the next ones; what is owed past MERGE_OWED_MOST is forgiven, and a level of 64
+            # segments merges at once). Steps much smaller cost more in all: each one rewrites the
+            # first page of each of the 16 segments it merges from. Nothing to merge: a no-op.
+            owed = min(MERGE_OWED_MOST, self.merge_owed + max(MERGE_PER_WRITE, len(self.pending)))
+            step = min(owed, MERGE_MOST) if owed >= MERGE_STEP else 0
+            if step:
+                conn.execute(_FTS_MERGE, (step,))
+            self.merge_owed = owed - step
         self.pending.clear()
 
 
 _FTS_INSERT = "INSERT INTO message_fts (rowid, meta, uni, bi) VALUES (?, ?, ?, ?)"
 _FTS_MERGE = "INSERT INTO message_fts (message_fts, rank) VALUES ('merge', ?)"
-#: Pages of search-index merging done at once, and owed at least by each write that indexed rows.
+#: Pages of search-index merging: the least done at once, the most in one commit, the least owed
+#: by each write that indexed rows, and the most owed.
 MERGE_STEP = 128
+MERGE_MOST = 512
 MERGE_PER_WRITE = 8
+MERGE_OWED_MOST = 64 * MERGE_MOST
 _FTS_DELETE = "INSERT INTO message_fts (message_fts, rowid, meta, uni, bi) VALUES ('delete', ?, ?, ?, ?)"
 
 

@@ -3,11 +3,12 @@
 Every request to the application crosses Starlette's error and exception middleware, the router,
 FastAPI's request handling and the ``Request`` and ``Response`` objects before its route does
 anything. For the one route that takes the SaaS's whole traffic, that was most of the CPU of the
-HTTP path (BENCHMARKS.md). So the application hands ``POST /callback`` to :class:`CallbackLane`
-first: the same edge guard and request metrics (the same classes, configured alike), then a plain
-ASGI endpoint that reads the body, stores it and answers, and turns its own errors into the
-documented error body through the same functions as the exception handlers. The framework's
-``/callback`` route stays: the OpenAPI document describes it, and other methods get its 405.
+HTTP path (BENCHMARKS.md). So :class:`Application` hands ``POST /callback`` to its ``lanes``
+first: the same edge guard and request metrics (the same classes, configured alike) around a
+plain ASGI :class:`CallbackEndpoint` that reads the body, stores it and answers, and turns its own
+errors into the documented error body through the same functions as the exception handlers. The
+framework's ``/callback`` route stays: the OpenAPI document describes it, and other methods get
+its 405. (FastAPI's own OpenTelemetry hooks, off unless configured, do not see the lane.)
 """
 
 from __future__ import annotations
@@ -69,7 +70,9 @@ class CallbackEndpoint:
     async def take(self, scope: Scope, receive: Receive) -> None:
         """Store the callback of this request; raises :class:`ApiError` when it is refused."""
         token = QueryParams(scope["query_string"]).get("token")
-        ingestor: Ingestor = scope["app"].state.ingestor
+        ingestor: Ingestor | None = getattr(scope["app"].state, "ingestor", None)
+        if ingestor is None:  # the lifespan has not opened the store yet
+            raise ApiError("The server is starting", status=503, code="SERVICE_UNAVAILABLE")
         if not ingestor.admits(token):
             count_refused("callback", 401)
             raise Unauthorized(
