@@ -55,6 +55,17 @@ class ClientGone(ApiError):
     code = "CLIENT_DISCONNECTED"
 
 
+class ServerStarting(ApiError):
+    """A request that needs what the application's start-up opens (the store, the MCP server)
+    before it has: the same answer from every route."""
+
+    status = 503
+    code = "SERVICE_UNAVAILABLE"
+
+    def __init__(self) -> None:
+        super().__init__("The server is starting")
+
+
 class StorageError(ApiError):
     """The store could not durably commit; nothing was acknowledged, so the sender retries."""
 

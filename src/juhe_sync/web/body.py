@@ -30,7 +30,7 @@ async def receive_body(receive: Receive, declared: str | None, limit: int) -> st
         chunks.append(chunk)
         if not message.get("more_body", False):
             break
-    raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    raw = b"".join(chunks)  # one chunk: the same object, no copy
     del chunks
     try:
         return raw.decode("utf-8")

@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from starlette.datastructures import QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from juhe_sync.errors import ApiError, Unauthorized
+from juhe_sync.errors import ApiError, ServerStarting, Unauthorized
 from juhe_sync.ingest.envelope import parse_body
 from juhe_sync.service.ingest import Ingestor, count_refused
 from juhe_sync.web import errors
@@ -72,7 +72,7 @@ class CallbackEndpoint:
         token = QueryParams(scope["query_string"]).get("token")
         ingestor: Ingestor | None = getattr(scope["app"].state, "ingestor", None)
         if ingestor is None:  # the lifespan has not opened the store yet
-            raise ApiError("The server is starting", status=503, code="SERVICE_UNAVAILABLE")
+            raise ServerStarting()
         if not ingestor.admits(token):
             count_refused("callback", 401)
             raise Unauthorized(

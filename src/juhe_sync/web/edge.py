@@ -16,7 +16,7 @@ from starlette.datastructures import QueryParams
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from juhe_sync.errors import ApiError, Forbidden, InvalidParams, Unauthorized
+from juhe_sync.errors import ApiError, Forbidden, InvalidParams, ServerStarting, Unauthorized
 from juhe_sync.logs import request_id
 from juhe_sync.service.access import ANONYMOUS, OPEN, Authenticator, Principal
 from juhe_sync.web.responses import error_response
@@ -181,7 +181,7 @@ class EdgeGuard:
         # The application's lifespan opens the store and puts its authenticator in app.state.
         auth = getattr(scope["app"].state, "auth", None)
         if not isinstance(auth, Authenticator):
-            raise ApiError("The server is starting", status=503, code="SERVICE_UNAVAILABLE")
+            raise ServerStarting()
         principal = await _authenticate(auth, authorization)
         if (
             not principal.admin

@@ -24,7 +24,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from juhe_sync import __version__
-from juhe_sync.errors import ApiError
+from juhe_sync.errors import ApiError, ServerStarting
 from juhe_sync.service.access import ANONYMOUS, Principal
 from juhe_sync.service.assistant import Assistant
 from juhe_sync.service.compact import dumps
@@ -319,8 +319,7 @@ class Endpoint:
             return
         manager: StreamableHTTPSessionManager | None = getattr(scope["app"].state, "mcp", None)
         if manager is None:
-            exc = ApiError("The server is starting", status=503, code="SERVICE_UNAVAILABLE")
-            await error_response(exc)(scope, receive, send)
+            await error_response(ServerStarting())(scope, receive, send)
             return
         await manager.handle_request(scope, receive, send)
 
