@@ -10,7 +10,7 @@ copy with the same settings as ``./dev bench``, warms each up for 3 s (not count
 same wrk load against both, each first every other run. Prints each run and the medians. The copy must
 be of a database neither build has migrated past the earlier one's schema: ``./dev bench`` migrates
 its data file to this checkout's. For PostgreSQL, give a ``postgresql://`` URL: each copy is a
-``CREATE DATABASE ... TEMPLATE`` of it.
+``CREATE DATABASE ... TEMPLATE`` of it, vacuumed and analysed once its build has migrated it.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
-from benchmarks.run import Server, wrk  # noqa: E402
+from benchmarks.run import Server, settle_postgres, wrk  # noqa: E402
 
 PATHS = {
     "single": ("/callback", "single"),
@@ -93,6 +93,8 @@ def main() -> None:
             try:
                 server = Server(url, args.port, ROOT / "data" / f"ab-{side}.log", env)
                 try:
+                    if url.startswith("postgresql://"):  # after the build's migrations, as autovacuum would
+                        settle_postgres(url)
                     wrk(server.base, path, mode, 3, args.connections, f"ab-warm-{side}")
                     result = wrk(server.base, path, mode, args.seconds, args.connections, f"ab-{side}-{run}")
                 finally:

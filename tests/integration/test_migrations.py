@@ -11,10 +11,10 @@ import juhe_sync.storage.migrations as migrations
 import juhe_sync.storage.writer as writer
 from juhe_sync.records import MessageQuery
 from juhe_sync.service.stores import open_store
-from juhe_sync.storage import sqlite
+from juhe_sync.storage import search, sqlite
 from juhe_sync.storage.sqlstore import SQLStore
 from juhe_sync.sync.jobs import Syncer
-from tests.conftest import PG_URL, SIM_GUID, Simulator
+from tests.conftest import PG_URL, SIM_GUID, Simulator, fresh_database
 from tests.helpers import feed, feed_fixtures, snapshot
 
 
@@ -92,6 +92,53 @@ def test_a_database_not_in_utf8_is_refused_with_what_to_do() -> None:
     finally:
         with psycopg.connect(PG_URL, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.mark.skipif(not PG_URL, reason="needs the PostgreSQL test database")
+def test_postgres_search_grams_of_older_rows_are_scoped_to_their_device(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migration 8 rewrites the grams of rows written before it (a device-wide token, text grams
+    without their device) into today's, and leaves rows already written today's way alone."""
+    texts = ["升级之前的消息", "Upgrade 之前", "前", ""]
+
+    def write(store: SQLStore, guid: str, first: int) -> None:
+        feed(store, {"guid": guid, "notify_type": 11013, "data": [
+            {"appinfo": f"{guid}-{first + n}", "sender": "7881300000001234", "sendtime": 1718000000 + first + n,
+             "msg_type": 2, "content": text} for n, text in enumerate(texts)]})  # fmt: skip
+
+    with fresh_database("postgresql", tmp_path) as url:
+        monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:7])
+        old = open_store(url)
+        try:
+            old.migrate()
+            write(old, "grams-new", 0)  # today's grams, before the migration
+            monkeypatch.setattr(search, "scoped_grams", lambda grams, d, c: [-(2**40 + c), -d, *grams])
+            write(old, "grams-old-a", 0)
+            write(old, "grams-old-b", 0)
+        finally:
+            old.close()
+        monkeypatch.undo()
+
+        store = open_store(url)
+        try:
+            assert store.migrate() == ["8 search grams scoped to their device"]
+            rows = store.read(
+                lambda c: c.execute("SELECT device_id, conversation_id, content, grams FROM messages").fetchall()
+            )
+            assert len(rows) == 12
+            for device_id, conversation_id, content, grams in rows:
+                expected = search.scoped_grams(search.text_grams(content), device_id, conversation_id)
+                assert sorted(grams) == sorted(expected), content
+            for guid in ("grams-old-a", "grams-old-b", "grams-new"):
+                write(store, guid, 10)  # and after it
+                device = store.device(guid)
+                assert device is not None
+                for keyword, total in (("升级之前", 2), ("之前", 4), ("前", 6), ("upgrade", 2)):
+                    page = store.messages(MessageQuery(device.id, keyword=keyword, limit=50))
+                    assert page.total == total and all(m["id"].startswith(guid) for m in page.items), keyword
+        finally:
+            store.close()
 
 
 def test_sqlite_search_index_merges_in_steps_as_it_is_written(

@@ -382,3 +382,37 @@ def test_search_folds_case_as_python_does_in_a_database_of_the_c_locale() -> Non
     finally:
         with psycopg.connect(PG_URL, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_a_search_keeps_to_its_device_also_where_device_ids_share_grams(store: SQLStore) -> None:
+    """PostgreSQL's grams carry the low 19 bits of their device id: two devices 2**19 apart have the
+    same grams, and each device's search still finds only its own messages."""
+    postgres = "postgresql" in store.url
+
+    def write(guid: str, tag: str) -> int:
+        texts = ["共享的词 Shared", "共享", "共", "shared words 共享的词"]
+        feed(store, {"guid": guid, "notify_type": 11013, "data": [
+            {"appinfo": f"{tag}{n}", "sender": PEERS[n % 2], "receiver": ACCOUNT, "roomid": "0",
+             "sendtime": BASE + n, "msg_type": 2, "content": text} for n, text in enumerate(texts)]})  # fmt: skip
+        device = store.device(guid)
+        assert device is not None
+        return device.id
+
+    first = write("shared-grams-a", "A")
+    if postgres:
+        store.submit(
+            lambda c: c.execute(
+                "SELECT setval(pg_get_serial_sequence('devices', 'id'), ?)", (first + 2**19 - 1,)
+            ).fetchone()
+        ).result()
+    second = write("shared-grams-b", "B")
+    if postgres:
+        assert second - first == 2**19
+    expected = {"共": (4, 2), "共享": (3, 1), "共享的词": (2, 1), "shared": (2, 1), "SHARED W": (1, 0)}
+    for device_id, tag in ((first, "A"), (second, "B")):
+        for keyword, totals in expected.items():
+            for conversation, total in zip((None, "S:" + PEERS[0]), totals, strict=True):
+                page = store.messages(MessageQuery(device_id, keyword=keyword, conversation=conversation))
+                ids = {m["id"] for m in page.items}
+                assert all(i.startswith(tag) for i in ids), (keyword, conversation, ids)
+                assert page.total == len(ids) == total, (keyword, conversation, ids)

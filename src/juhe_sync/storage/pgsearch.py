@@ -63,7 +63,9 @@ class Scope(NamedTuple):
 def conditions(query: MessageQuery, conversation_id: int | None) -> Conditions:
     assert query.keyword
     codes, verify = search.query_grams(query.device_id, conversation_id, query.keyword)
-    match, params = "grams @> ?::bigint[]", list[Any]([codes])
+    # The device is a check on the rows the grams found (devices 2**19 apart share grams), not
+    # another index for the planner to combine with them: ``+ 0``.
+    match, params = "grams @> ?::bigint[] AND device_id + 0 = ?", list[Any]([codes, query.device_id])
     if verify:
         how, needle = search.text_check(search.fold(query.keyword))
         match += " AND strpos(content, ?) > 0" if how == "strpos" else " AND content ~ ?"
@@ -148,7 +150,7 @@ def _walk(
         query.ascending,
     )
     sql = (
-        f"SELECT id FROM (SELECT id, grams, content FROM messages WHERE {inner} ORDER BY id {order} "
+        f"SELECT id FROM (SELECT id, device_id, grams, content FROM messages WHERE {inner} ORDER BY id {order} "
         f"LIMIT ?) AS w WHERE {found.match} ORDER BY id {order} LIMIT ? OFFSET ?"
     )
     params = (*inner_params, window, *found.match_params, query.limit, reads.page_offset(query))

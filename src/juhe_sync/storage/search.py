@@ -85,12 +85,18 @@ def match_expression(device_id: int, conversation_id: int | None, keyword: str) 
 
 # --- PostgreSQL: the same n-grams as integers in a GIN-indexed array -----------------------------
 #
-# Unigram: the code point. Bigram: 2**42 | cp1 << 21 | cp2. Device: -id. Conversation: -(2**40 + id).
+# A text's gram: the code point (unigram) or 2**42 | cp1 << 21 | cp2 (bigram), 43 bits, with its
+# device in the bits above (the low 19 bits of the device id, shifted by 44), so that a keyword in a
+# device is one posting list of that device's rows: a device-wide token intersected with the
+# keyword's lists cost 2.5-4 ms per search whatever the keyword (200,000 messages, BENCHMARKS.md).
+# Devices 2**19 apart share grams; the search also checks ``device_id``. Conversation: -(2**40 + id).
 # Set containment (``grams @> query``) is exact for 1- and 2-character keywords; a longer keyword
 # needs all its bigrams (a superset of the matches) and a final substring check on those rows only.
 
 _BIGRAM = 1 << 42
 _CONVERSATION = 1 << 40
+DEVICE_SHIFT = 44
+DEVICE_BITS = (1 << 19) - 1
 
 
 def _bigram_code(a: str, b: str) -> int:
@@ -106,18 +112,23 @@ def text_grams(text: str) -> list[int]:
 
 
 def scoped_grams(text_grams: list[int], device_id: int, conversation_id: int) -> list[int]:
-    """A text's grams plus its device and conversation (both negative: they sort first)."""
-    return [-(_CONVERSATION + conversation_id), -device_id, *text_grams]
+    """A text's grams in its device, and its conversation (negative: sorts first)."""
+    device = (device_id & DEVICE_BITS) << DEVICE_SHIFT
+    return [-(_CONVERSATION + conversation_id), *[device | code for code in text_grams]]
 
 
 def query_grams(device_id: int, conversation_id: int | None, keyword: str) -> tuple[list[int], bool]:
-    """(grams every matching row contains, whether rows must still be checked for the substring)."""
+    """(grams every matching row of the device, or of its conversation, contains; whether rows must
+    still be checked for the substring). Rows must also be checked for their device."""
     folded = fold(keyword)
-    scope = -device_id if conversation_id is None else -(_CONVERSATION + conversation_id)
+    device = (device_id & DEVICE_BITS) << DEVICE_SHIFT
     if len(folded) == 1:
-        return [scope, ord(folded)], False
-    codes = {_bigram_code(a, b) for a, b in itertools.pairwise(folded)}
-    return sorted({scope, *codes}), len(folded) > 2
+        codes = {device | ord(folded)}
+    else:
+        codes = {device | _bigram_code(a, b) for a, b in itertools.pairwise(folded)}
+    if conversation_id is not None:
+        codes.add(-(_CONVERSATION + conversation_id))
+    return sorted(codes), len(folded) > 2
 
 
 # --- PostgreSQL: checking a candidate's text for the keyword ------------------------------------
