@@ -115,6 +115,9 @@ def test_postgres_search_grams_of_older_rows_are_scoped_to_their_device(
             write(old, "grams-new", 0)  # today's grams, before the migration
             monkeypatch.setattr(search, "scoped_grams", lambda grams, d, c: [-(2**40 + c), -d, *grams])
             write(old, "grams-old-a", 0)
+            # a device past the ids with a slot of their own (search.device_bits)
+            old.submit(lambda c: c.execute("SELECT setval(pg_get_serial_sequence('devices', 'id'), ?)",
+                                            (2**20 + 2,)).fetchone()).result()  # fmt: skip
             write(old, "grams-old-b", 0)
         finally:
             old.close()
@@ -133,7 +136,7 @@ def test_postgres_search_grams_of_older_rows_are_scoped_to_their_device(
             for guid in ("grams-old-a", "grams-old-b", "grams-new"):
                 write(store, guid, 10)  # and after it
                 device = store.device(guid)
-                assert device is not None
+                assert device is not None and (device.id > 2**20) == (guid == "grams-old-b")
                 for keyword, total in (("升级之前", 2), ("之前", 4), ("前", 6), ("upgrade", 2)):
                     page = store.messages(MessageQuery(device.id, keyword=keyword, limit=50))
                     assert page.total == total and all(m["id"].startswith(guid) for m in page.items), keyword

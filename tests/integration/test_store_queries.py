@@ -384,32 +384,31 @@ def test_search_folds_case_as_python_does_in_a_database_of_the_c_locale() -> Non
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def test_a_search_keeps_to_its_device_also_where_device_ids_share_grams(store: SQLStore) -> None:
-    """PostgreSQL's grams carry the low 19 bits of their device id: two devices 2**19 apart have the
-    same grams, and each device's search still finds only its own messages."""
+def test_a_search_keeps_to_its_device_also_where_devices_share_grams(store: SQLStore) -> None:
+    """PostgreSQL's grams carry their device's slot: devices from 2**19 on share a slot with those
+    2**19 apart, and each device's search still finds only its own messages."""
     postgres = "postgresql" in store.url
 
-    def write(guid: str, tag: str) -> int:
+    def write(guid: str, tag: str, device_id: int | None = None) -> int:
+        if postgres and device_id is not None:
+            store.submit(
+                lambda c: c.execute(
+                    "SELECT setval(pg_get_serial_sequence('devices', 'id'), ?)", (device_id - 1,)
+                ).fetchone()
+            ).result()
         texts = ["共享的词 Shared", "共享", "共", "shared words 共享的词"]
         feed(store, {"guid": guid, "notify_type": 11013, "data": [
             {"appinfo": f"{tag}{n}", "sender": PEERS[n % 2], "receiver": ACCOUNT, "roomid": "0",
              "sendtime": BASE + n, "msg_type": 2, "content": text} for n, text in enumerate(texts)]})  # fmt: skip
         device = store.device(guid)
         assert device is not None
+        assert not postgres or device_id is None or device.id == device_id
         return device.id
 
-    first = write("shared-grams-a", "A")
-    if postgres:
-        store.submit(
-            lambda c: c.execute(
-                "SELECT setval(pg_get_serial_sequence('devices', 'id'), ?)", (first + 2**19 - 1,)
-            ).fetchone()
-        ).result()
-    second = write("shared-grams-b", "B")
-    if postgres:
-        assert second - first == 2**19
+    small = write("grams-small", "A")
+    devices = [(small, "A"), (write("grams-big", "B", 2**19 + small), "B"), (write("grams-bigger", "C", 2**20 + small), "C")]
     expected = {"共": (4, 2), "共享": (3, 1), "共享的词": (2, 1), "shared": (2, 1), "SHARED W": (1, 0)}
-    for device_id, tag in ((first, "A"), (second, "B")):
+    for device_id, tag in devices:
         for keyword, totals in expected.items():
             for conversation, total in zip((None, "S:" + PEERS[0]), totals, strict=True):
                 page = store.messages(MessageQuery(device_id, keyword=keyword, conversation=conversation))

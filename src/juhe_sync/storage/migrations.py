@@ -221,7 +221,9 @@ _MERGE_SETTINGS = (
 _DEVICE_GRAMS = (
     "DROP INDEX messages_grams",
     "UPDATE messages SET grams = ARRAY(SELECT CASE WHEN g >= 0 "
-    f"THEN ((device_id & {search.DEVICE_BITS}) << {search.DEVICE_SHIFT}) | g ELSE g END "
+    f"THEN (CASE WHEN device_id < {search.OWN_SLOT_BELOW} THEN device_id "
+    f"ELSE {search.OWN_SLOT_BELOW} | (device_id & {search.OWN_SLOT_BELOW - 1}) END << {search.DEVICE_SHIFT}) | g "
+    "ELSE g END "
     "FROM unnest(grams) AS g WHERE g <> -device_id) WHERE grams @> ARRAY[-device_id]",
     "CREATE INDEX messages_grams ON messages USING gin (grams)",
 )

@@ -63,9 +63,11 @@ class Scope(NamedTuple):
 def conditions(query: MessageQuery, conversation_id: int | None) -> Conditions:
     assert query.keyword
     codes, verify = search.query_grams(query.device_id, conversation_id, query.keyword)
-    # The device is a check on the rows the grams found (devices 2**19 apart share grams), not
-    # another index for the planner to combine with them: ``+ 0``.
-    match, params = "grams @> ?::bigint[] AND device_id + 0 = ?", list[Any]([codes, query.device_id])
+    match, params = "grams @> ?::bigint[]", list[Any]([codes])
+    if search.shares_grams(query.device_id):
+        # A check on the rows the grams found, not another index for the planner to combine: + 0.
+        match += " AND device_id + 0 = ?"
+        params.append(query.device_id)
     if verify:
         how, needle = search.text_check(search.fold(query.keyword))
         match += " AND strpos(content, ?) > 0" if how == "strpos" else " AND content ~ ?"

@@ -86,17 +86,30 @@ def match_expression(device_id: int, conversation_id: int | None, keyword: str) 
 # --- PostgreSQL: the same n-grams as integers in a GIN-indexed array -----------------------------
 #
 # A text's gram: the code point (unigram) or 2**42 | cp1 << 21 | cp2 (bigram), 43 bits, with its
-# device in the bits above (the low 19 bits of the device id, shifted by 44), so that a keyword in a
-# device is one posting list of that device's rows: a device-wide token intersected with the
-# keyword's lists cost 2.5-4 ms per search whatever the keyword (200,000 messages, BENCHMARKS.md).
-# Devices 2**19 apart share grams; the search also checks ``device_id``. Conversation: -(2**40 + id).
-# Set containment (``grams @> query``) is exact for 1- and 2-character keywords; a longer keyword
-# needs all its bigrams (a superset of the matches) and a final substring check on those rows only.
+# device's slot in the 20 bits above, so that a keyword in a device is one posting list of that
+# device's rows: a device-wide token intersected with the keyword's lists cost 2.5-4 ms per search
+# whatever the keyword (200,000 messages, BENCHMARKS.md). Devices below 2**19 have a slot of their
+# own; above, devices 2**19 apart share one, and their searches also check ``device_id``.
+# Conversation: -(2**40 + id). Set containment (``grams @> query``) is exact for 1- and
+# 2-character keywords; a longer keyword needs all its bigrams (a superset of the matches) and a
+# final substring check on those rows only.
 
 _BIGRAM = 1 << 42
 _CONVERSATION = 1 << 40
-DEVICE_SHIFT = 44
-DEVICE_BITS = (1 << 19) - 1
+DEVICE_SHIFT = 43
+OWN_SLOT_BELOW = 1 << 19
+
+
+def device_bits(device_id: int) -> int:
+    """The bits that put a gram in its device."""
+    if device_id < OWN_SLOT_BELOW:
+        return device_id << DEVICE_SHIFT
+    return (OWN_SLOT_BELOW | device_id & (OWN_SLOT_BELOW - 1)) << DEVICE_SHIFT
+
+
+def shares_grams(device_id: int) -> bool:
+    """Whether other devices' rows may hold this device's grams (see :func:`device_bits`)."""
+    return device_id >= OWN_SLOT_BELOW
 
 
 def _bigram_code(a: str, b: str) -> int:
@@ -113,15 +126,15 @@ def text_grams(text: str) -> list[int]:
 
 def scoped_grams(text_grams: list[int], device_id: int, conversation_id: int) -> list[int]:
     """A text's grams in its device, and its conversation (negative: sorts first)."""
-    device = (device_id & DEVICE_BITS) << DEVICE_SHIFT
+    device = device_bits(device_id)
     return [-(_CONVERSATION + conversation_id), *[device | code for code in text_grams]]
 
 
 def query_grams(device_id: int, conversation_id: int | None, keyword: str) -> tuple[list[int], bool]:
     """(grams every matching row of the device, or of its conversation, contains; whether rows must
-    still be checked for the substring). Rows must also be checked for their device."""
+    still be checked for the substring; and, if :func:`shares_grams`, for their device)."""
     folded = fold(keyword)
-    device = (device_id & DEVICE_BITS) << DEVICE_SHIFT
+    device = device_bits(device_id)
     if len(folded) == 1:
         codes = {device | ord(folded)}
     else:
