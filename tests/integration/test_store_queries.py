@@ -406,12 +406,18 @@ def test_a_search_keeps_to_its_device_also_where_devices_share_grams(store: SQLS
         return device.id
 
     small = write("grams-small", "A")
-    devices = [(small, "A"), (write("grams-big", "B", 2**19 + small), "B"), (write("grams-bigger", "C", 2**20 + small), "C")]
+    devices = [(small, "A")]
+    # the last device with a slot of its own, the first without, and two that share one
+    for tag, device_id in (("B", 2**19 - 1), ("C", 2**19), ("D", 2**19 + small), ("E", 2**20 + small)):
+        devices.append((write(f"grams-{tag}", tag, device_id), tag))
     expected = {"共": (4, 2), "共享": (3, 1), "共享的词": (2, 1), "shared": (2, 1), "SHARED W": (1, 0)}
     for device_id, tag in devices:
         for keyword, totals in expected.items():
             for conversation, total in zip((None, "S:" + PEERS[0]), totals, strict=True):
-                page = store.messages(MessageQuery(device_id, keyword=keyword, conversation=conversation))
-                ids = {m["id"] for m in page.items}
-                assert all(i.startswith(tag) for i in ids), (keyword, conversation, ids)
-                assert page.total == len(ids) == total, (keyword, conversation, ids)
+                for count_limit in (None, 1):  # a capped count: the page through the id index first
+                    query = MessageQuery(device_id, keyword=keyword, conversation=conversation, count_limit=count_limit)
+                    page = store.messages(query)
+                    ids = {m["id"] for m in page.items}
+                    assert all(i.startswith(tag) for i in ids), (keyword, conversation, ids)
+                    assert len(ids) == total, (keyword, conversation, ids)
+                    assert page.total == (total if count_limit is None else min(total, 1))

@@ -31,7 +31,7 @@ from juhe_sync.storage import pgsearch, search
 from juhe_sync.storage.batches import JobQueue, Outcome, WriteJob, fail, record_batch, settle
 from juhe_sync.storage.ingest_batch import run_jobs
 from juhe_sync.storage.ingest_process import IngestProcess, ProcessOptions
-from juhe_sync.storage.migrations import apply_pending
+from juhe_sync.storage.migrations import STRAY_DEVICE_GRAMS, apply_pending
 from juhe_sync.storage.pgconn import (
     CLOSE_WAIT,
     CONNECT_TIMEOUT,
@@ -294,6 +294,12 @@ class PostgresStore(SQLStore):
                 )
             conn.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
             applied = apply_pending(conn, "postgresql")
+            conn.execute("SET LOCAL enable_seqscan = off")  # the index finds them; the table is large
+            strays = conn.execute(STRAY_DEVICE_GRAMS).rowcount
+            if strays > 0:
+                log.warning(
+                    "search grams of %d messages written by an earlier release brought up to date", strays
+                )
             raw.commit()
         return applied
 
