@@ -63,7 +63,8 @@ def wipe(url: str) -> None:
     import psycopg
 
     tables = (
-        "schema_migrations, leases, revocations, messages, conversations, rooms, contacts, journal, devices"
+        "schema_migrations, leases, revocations, api_tokens, sync_state, room_members, messages, "
+        "conversations, rooms, contacts, journal, devices"
     )
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"DROP TABLE IF EXISTS {tables} CASCADE")
