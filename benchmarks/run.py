@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,11 +75,21 @@ def wipe(url: str) -> None:
 def settle_postgres(url: str) -> None:
     """VACUUM ANALYZE: the state autovacuum keeps a live database in. Right after heavy ingest,
     until autovacuum runs, the GIN index's pending list (up to gin_pending_list_limit) is scanned by
-    every search; measured here at up to 3x slower for rare terms (see BENCHMARKS.md)."""
+    every search; measured here at up to 3x slower for rare terms (see BENCHMARKS.md). And each
+    callback updates its conversation's row: without vacuum, a server whose autovacuum is off
+    (this benchmark's machine) ingested half as fast after a few runs (BENCHMARKS.md)."""
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE")
+
+
+def postgres_setting(url: str, name: str) -> str:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(f"SHOW {name}").fetchone()
+    return str(row[0]) if row else ""
 
 
 def prepare(url: str, total: int, fresh: bool) -> None:
@@ -292,8 +303,11 @@ def main() -> None:
     if args.only == "data":
         return
 
-    if args.postgres and args.only != "ingest":
+    if args.postgres:
         settle_postgres(url)
+        if postgres_setting(url, "autovacuum") != "on":
+            console.print("[yellow]PostgreSQL's autovacuum is off: the benchmark vacuums before each run, "
+                          "as it would; a live database needs it on (docs/deployment.md)[/]")  # fmt: skip
     store = open_store(url)
     device_id, guid, conversation, conv_size = biggest(store)
     results: dict[str, Any] = {
@@ -328,7 +342,8 @@ def main() -> None:
         if args.only in (None, "ingest"):
             baseline = Server(url, args.port + 2, data_dir / f"server-{backend}-thread.log", THREAD_WRITER)
             try:
-                run_ingest(server.base, results, args.seconds, args.port + 1, store, baseline)
+                settle = (lambda: settle_postgres(url)) if args.postgres else (lambda: None)
+                run_ingest(server.base, results, args.seconds, args.port + 1, store, baseline, settle)
             finally:
                 baseline.stop()
         results["server_peak_rss_mb"] = round(server.peak_rss_mb, 1)
@@ -427,10 +442,12 @@ THREAD_WRITER = {"JUHE_SYNC_CALLBACK_WRITER_PROCESS": "0"}
 
 
 def run_ingest(
-    base: str, results: dict[str, Any], seconds: int, bare_port: int, store: SQLStore, baseline: Server | None
+    base: str, results: dict[str, Any], seconds: int, bare_port: int, store: SQLStore, baseline: Server | None,
+    settle: Callable[[], None] = lambda: None,
 ) -> None:
     """Each ingest run :data:`RUNS` times, alternating with the same run against ``baseline`` (the
-    writer thread): medians of both, so that what the machine does meanwhile hits both alike."""
+    writer thread): medians of both, so that what the machine does meanwhile hits both alike.
+    ``settle`` runs before each measured run (PostgreSQL: what autovacuum would have done)."""
     run = f"r{int(time.time())}"
     ingest = results["ingest"]
     with BareServer(bare_port) as bare:
@@ -443,8 +460,10 @@ def run_ingest(
                 wrk(server, "/callback", mode, 3, 16, run)
         ours, theirs = [], []
         for _ in range(RUNS if baseline else 1):
+            settle()
             ours.append(wrk(base, "/callback", mode, seconds, 16, run))
             if baseline:
+                settle()
                 theirs.append(wrk(baseline.base, "/callback", mode, seconds, 16, run))
         ingest[name] = median_run(ours)
         if baseline:
@@ -460,6 +479,7 @@ def run_ingest(
     ingest["single vs bare ASGI"] = round(
         single / ingest["bare ASGI app (parse JSON, 200)"]["requests_per_s"], 3
     )
+    settle()
     ingest["burst"] = burst(base, store, f"bench-burst-{run}", 20_000, 64)
 
 

@@ -21,7 +21,8 @@ def test_readyz_follows_the_database_and_healthz_stays_live(tmp_path: Path) -> N
     try:
         with fresh_database("postgresql", tmp_path) as url:
             split = urlsplit(url)
-            netloc = split.netloc.replace(f"{parts.hostname}:{parts.port or 5432}", f"127.0.0.1:{proxy.port}")
+            userinfo, _, _ = split.netloc.rpartition("@")  # the URL may name no port (5432)
+            netloc = (f"{userinfo}@" if userinfo else "") + f"127.0.0.1:{proxy.port}"
             server = Server(urlunsplit(split._replace(netloc=netloc)), tmp_path / "server.log").start()
             try:
                 assert httpx.get(server.url + "/readyz", timeout=10).status_code == 200

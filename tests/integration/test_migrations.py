@@ -3,6 +3,7 @@ real data, nothing is lost, and the new features work on the old rows."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -154,6 +155,21 @@ def test_postgres_search_grams_of_older_rows_are_scoped_to_their_device(
                 assert sorted(grams) == sorted(search.scoped_grams(search.text_grams(content), device_id, conversation_id))
         finally:
             store.close()
+
+
+@pytest.mark.skipif(not PG_URL, reason="needs the PostgreSQL test database")
+def test_postgres_without_autovacuum_is_warned_about_at_start(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Every callback updates its conversation's row: a server without autovacuum slows down."""
+    with fresh_database("postgresql", tmp_path) as url:
+        store = open_store(url)
+        try:
+            with caplog.at_level(logging.WARNING, logger="juhe_sync.storage"):
+                store.migrate()
+            setting = store.read(lambda c: c.execute("SHOW autovacuum").fetchone()[0])
+        finally:
+            store.close()
+    warned = [r.getMessage() for r in caplog.records if "autovacuum is off" in r.getMessage()]
+    assert len(warned) == (setting != "on")
 
 
 def test_sqlite_search_index_merges_in_steps_as_it_is_written(
