@@ -155,6 +155,7 @@ def test_close_commits_what_was_sent(database_url: str, caplog: pytest.LogCaptur
     store = _open(database_url)
     pid = _pid(store)
     futures = [_submit(store, _callback(n)) for n in range(500)]
+    caplog.clear()  # what the stop logs (opening may warn of the database's settings)
     with caplog.at_level(logging.WARNING, "juhe_sync.storage"):
         store.close()
     assert {f.result(timeout=0).status for f in futures} == {"stored"}
