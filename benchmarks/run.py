@@ -63,10 +63,13 @@ def wipe(url: str) -> None:
         return
     import psycopg
 
-    tables = (
-        "schema_migrations, leases, revocations, api_tokens, sync_state, room_members, messages, "
-        "conversations, rooms, contacts, journal, devices"
-    )
+    from juhe_sync.storage.migrations import MIGRATIONS
+
+    # Every table the migrations create (a list written out here went stale as they grew), and
+    # the one that records them; CASCADE takes their order.
+    creates = re.compile(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+)")
+    created = [t for m in MIGRATIONS for s in m.postgresql for t in creates.findall(s)]
+    tables = ", ".join(["schema_migrations", *created])
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"DROP TABLE IF EXISTS {tables} CASCADE")
         conn.execute("DROP SEQUENCE IF EXISTS message_id_low")
