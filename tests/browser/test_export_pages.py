@@ -84,14 +84,16 @@ def test_a_long_conversation_is_split_into_linked_parts(page: object, server: Se
                           env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
     page.goto(folder.joinpath("index.html").as_uri())
-    page.click("text=李雷")
+    with page.expect_navigation():  # a click returns before the page it opens has loaded
+        page.click("text=李雷")
     seen = []
     while True:
         seen += page.locator(".msg .bubble").all_inner_texts()
         following = page.locator(".parts a", has_text="Next part")
         if following.count() == 0:
             break
-        following.first.click()
+        with page.expect_navigation():
+            following.first.click()
     assert seen == [f"李雷的第{n}条消息" if n != 7 else "请把报价单发我" for n in range(60)]
 
 
